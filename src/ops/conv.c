@@ -1,0 +1,6 @@
+/* conv.c — op family 'conv' (see op.h for the contract). */
+#include "ops/op.h"
+
+const struct kiln_op_def kiln_ops_conv[] = {
+    {0},
+};

@@ -1,0 +1,6 @@
+/* elementwise.c — op family 'elementwise' (see op.h for the contract). */
+#include "ops/op.h"
+
+const struct kiln_op_def kiln_ops_elementwise[] = {
+    {0},
+};

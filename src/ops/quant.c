@@ -1,0 +1,6 @@
+/* quant.c — op family 'quant' (see op.h for the contract). */
+#include "ops/op.h"
+
+const struct kiln_op_def kiln_ops_quant[] = {
+    {0},
+};

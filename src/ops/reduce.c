@@ -1,0 +1,6 @@
+/* reduce.c — op family 'reduce' (see op.h for the contract). */
+#include "ops/op.h"
+
+const struct kiln_op_def kiln_ops_reduce[] = {
+    {0},
+};

@@ -1,0 +1,6 @@
+/* resize.c — op family 'resize' (see op.h for the contract). */
+#include "ops/op.h"
+
+const struct kiln_op_def kiln_ops_resize[] = {
+    {0},
+};

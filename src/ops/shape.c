@@ -1,0 +1,6 @@
+/* shape.c — op family 'shape' (see op.h for the contract). */
+#include "ops/op.h"
+
+const struct kiln_op_def kiln_ops_shape[] = {
+    {0},
+};
