@@ -105,6 +105,7 @@ struct kiln_value_info {
     char   *dim_names[KILN_MAX_RANK];
     bool    has_shape;         /* false when the model declares no shape */
     bool    non_tensor;        /* declared as a sequence, optional, map or sparse type */
+    bool    borrowed;          /* constant data lives in a mapped plan file: not freed */
     bool    is_const;          /* initializer or Constant-node output */
     bool    is_input;          /* graph input fed by the caller */
     int32_t outer;             /* id in the enclosing graph, or -1 */
