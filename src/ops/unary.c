@@ -16,6 +16,10 @@
 #define UN_PAR_MIN (1 << 15)   /* below this, threads cost more than they save */
 #define UN_CHUNK   (1 << 14)   /* elements per parallel task */
 #define UN_BUF     512         /* elements per conversion buffer (on the stack) */
+/* omp simd: no loop here has cross-iteration dependences (y may be x itself,
+ * element for element), and at -O2 GCC's cheap cost model would otherwise
+ * leave them scalar. */
+#define SIMD _Pragma("omp simd")
 
 static int un_threads(const struct kiln_exec_ctx *ctx) {
     return ctx && ctx->n_threads > 0 ? ctx->n_threads : omp_get_max_threads();
@@ -87,7 +91,7 @@ typedef void (*uint_fn)(const void *x, void *y, int64_t n);
         typedef TT T;                                                                          \
         const T alpha = (T)p->alpha, beta = (T)p->beta, gamma = (T)p->gamma;                   \
         (void)alpha, (void)beta, (void)gamma;                                                  \
-        for (int64_t i = 0; i < n; i++) {                                                      \
+        SIMD for (int64_t i = 0; i < n; i++) {                                                      \
             const T x = in[i];                                                                 \
             out[i] = (T)(EXPR);                                                                \
         }                                                                                      \
@@ -146,7 +150,7 @@ UNARY_FLOAT(shrink, x < -alpha ? x + beta : x > alpha ? x - beta : (T)0)
         typedef TT T;                                                                          \
         const T *in = vin;                                                                     \
         T *out = vout;                                                                         \
-        for (int64_t i = 0; i < n; i++) {                                                      \
+        SIMD for (int64_t i = 0; i < n; i++) {                                                      \
             const T x = in[i];                                                                 \
             out[i] = (T)(EXPR);                                                                \
         }                                                                                      \
@@ -387,7 +391,7 @@ struct clip_job {
         TT *y = J->y;                                                                          \
         const CT lo = J->lo ? (CT)LD(*(const TT *)J->lo) : (LO_DEF);                           \
         const CT hi = J->hi ? (CT)LD(*(const TT *)J->hi) : (HI_DEF);                           \
-        for (int64_t i = s; i < e; i++) {                                                      \
+        SIMD for (int64_t i = s; i < e; i++) {                                                 \
             CT v = (CT)LD(x[i]);                                                               \
             v = v < lo ? lo : v;                                                               \
             v = v > hi ? hi : v;                                                               \
@@ -611,7 +615,7 @@ union cast_buf {
 #define LOAD_CASE(DT, TT, FIELD, CONV)                                                         \
     case DT: {                                                                                 \
         const TT *x = (const TT *)src + off;                                                   \
-        for (int64_t k = 0; k < m; k++) b->FIELD[k] = CONV(x[k]);                              \
+        SIMD for (int64_t k = 0; k < m; k++) b->FIELD[k] = CONV(x[k]);                         \
         break;                                                                                 \
     }
 
@@ -638,11 +642,11 @@ static void cast_load(kiln_dtype t, const void *src, int64_t off, int64_t m, uni
     case DT: {                                                                                 \
         TT *y = (TT *)dst + off;                                                               \
         if (kind == CK_D)                                                                      \
-            for (int64_t k = 0; k < m; k++) y[k] = (TT)FROM_D(b->d[k]);                        \
+            SIMD for (int64_t k = 0; k < m; k++) y[k] = (TT)FROM_D(b->d[k]);                   \
         else if (kind == CK_I)                                                                 \
-            for (int64_t k = 0; k < m; k++) y[k] = (TT)FROM_I(b->i[k]);                        \
+            SIMD for (int64_t k = 0; k < m; k++) y[k] = (TT)FROM_I(b->i[k]);                   \
         else                                                                                   \
-            for (int64_t k = 0; k < m; k++) y[k] = (TT)FROM_U(b->u[k]);                        \
+            SIMD for (int64_t k = 0; k < m; k++) y[k] = (TT)FROM_U(b->u[k]);                   \
         break;                                                                                 \
     }
 #define TO_F16(x) f64_to_f16((double)(x))
