@@ -701,7 +701,9 @@ static kiln_status slice_params(const struct kiln_node *n, const struct kiln_val
         if (k == 0) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "step for axis %d is 0", a);
         if (s < 0) s += d;
         if (e < 0) e += d;
-        if (k > 0) {
+        if (d == 0) {
+            s = 0; /* nothing to select; negative-step clamping below assumes d >= 1 */
+        } else if (k > 0) {
             s = s < 0 ? 0 : (s > d ? d : s);
             e = e < 0 ? 0 : (e > d ? d : e);
             if (e > s) c = (e - s - 1) / k + 1;
