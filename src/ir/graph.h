@@ -84,6 +84,7 @@ struct kiln_value_info {
     struct kiln_value v;       /* dtype + declared shape (+ data for constants) */
     char   *dim_names[KILN_MAX_RANK];
     bool    has_shape;         /* false when the model declares no shape */
+    bool    non_tensor;        /* declared as a sequence, optional, map or sparse type */
     bool    is_const;          /* initializer or Constant-node output */
     bool    is_input;          /* graph input fed by the caller */
     int32_t outer;             /* id in the enclosing graph, or -1 */
