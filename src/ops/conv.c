@@ -889,8 +889,11 @@ static kiln_status gap_prepare(const struct kiln_node *n, struct kiln_exec_ctx *
 
 /* ---- MaxUnpool ------------------------------------------------------------- */
 
+/* odims: the output shape; idims: the shape the indices address (the
+ * inferred one; output_shape pads it at the end, as the ONNX reference does). */
 static kiln_status unpool_geom(const struct kiln_node *n, const struct kiln_value *const *in,
-                               int n_in, struct geom *g, int64_t *odims, kiln_error *err) {
+                               int n_in, struct geom *g, int64_t *odims, int64_t *idims,
+                               kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 3, err);
     if (st) return st;
     const struct kiln_value *X = in[0], *I = in[1];
@@ -919,8 +922,16 @@ static kiln_status unpool_geom(const struct kiln_node *n, const struct kiln_valu
         (st = get_ints(n, "strides", nsp, 1, ATTR_LIM, 1, g->s, err)) ||
         (st = get_ints(n, "pads", 2 * nsp, 0, ATTR_LIM, 0, pads, err)))
         return st;
-    odims[0] = X->dims[0];
-    odims[1] = X->dims[1];
+    odims[0] = idims[0] = X->dims[0];
+    odims[1] = idims[1] = X->dims[1];
+    for (int32_t i = 0; i < nsp; i++) {
+        int64_t v = (X->dims[2 + i] - 1) * g->s[i] + g->k[i] - pads[i] - pads[nsp + i];
+        if (X->dims[2 + i] == 0) v = 0;
+        if (v < 0 || X->dims[2 + i] > ((int64_t)1 << 40))
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "spatial dim %d: bad output size %lld", i,
+                                (long long)v);
+        odims[2 + i] = idims[2 + i] = v;
+    }
     const struct kiln_value *S = n_in > 2 ? in[2] : NULL;
     if (S) {
         if (!kiln_dtype_is_int(S->dtype) || S->rank != 1 || S->dims[0] != X->rank)
@@ -934,15 +945,6 @@ static kiln_status unpool_geom(const struct kiln_node *n, const struct kiln_valu
                 return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "output_shape[%d]: bad value %lld",
                                     i, (long long)odims[i]);
         }
-        return KILN_OK;
-    }
-    for (int32_t i = 0; i < nsp; i++) {
-        int64_t v = (X->dims[2 + i] - 1) * g->s[i] + g->k[i] - pads[i] - pads[nsp + i];
-        if (X->dims[2 + i] == 0) v = 0;
-        if (v < 0 || X->dims[2 + i] > ((int64_t)1 << 40))
-            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "spatial dim %d: bad output size %lld", i,
-                                (long long)v);
-        odims[2 + i] = v;
     }
     return KILN_OK;
 }
@@ -951,8 +953,8 @@ static kiln_status unpool_infer(const struct kiln_node *n, const struct kiln_val
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
     struct geom g;
-    int64_t odims[KILN_MAX_RANK];
-    kiln_status st = unpool_geom(n, in, n_in, &g, odims, err);
+    int64_t odims[KILN_MAX_RANK], idims[KILN_MAX_RANK];
+    kiln_status st = unpool_geom(n, in, n_in, &g, odims, idims, err);
     if (st) return st;
     if (n_out != 1)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected 1 output, got %d", n_out);
@@ -965,19 +967,30 @@ static kiln_status unpool_exec(const struct kiln_node *n, struct kiln_exec_ctx *
                                struct kiln_value *const *out, int n_out, kiln_error *err) {
     const struct kiln_value *X = in[0], *I = in[1];
     struct kiln_value *Y = out[0];
+    struct geom g;
+    int64_t odims[KILN_MAX_RANK], idims[KILN_MAX_RANK], c[KILN_MAX_RANK];
+    kiln_status st = unpool_geom(n, in, n_in, &g, odims, idims, err);
+    if (st) return st;
+    const int32_t rank = X->rank;
     const size_t es = kiln_dtype_size(X->dtype);
     const int64_t ycnt = kiln_value_numel(Y), xcnt = kiln_value_numel(X);
-    if (ycnt == 0 && xcnt == 0) return KILN_OK;
+    const int64_t icnt = prod(idims, rank);
     if (ycnt) memset(Y->data, 0, (size_t)ycnt * es);
-    /* indices address the flattened output tensor (N, C and spatial) */
     const int64_t *ip = I->data;
     for (int64_t i = 0; i < xcnt; i++) {
         int64_t t = ip[i];
-        if (t < 0 || t >= ycnt)
+        if (t < 0 || t >= icnt)
             return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
                                 "I[%lld] = %lld: expected an index in [0, %lld)", (long long)i,
-                                (long long)t, (long long)ycnt);
-        memcpy((char *)Y->data + (size_t)t * es, (const char *)X->data + (size_t)i * es, es);
+                                (long long)t, (long long)icnt);
+        unflatten(t, idims, rank, c);
+        int64_t o = 0, inside = 1;
+        for (int32_t j = 0; j < rank; j++) {
+            if (c[j] >= odims[j]) inside = 0;
+            o = o * odims[j] + c[j];
+        }
+        if (inside)
+            memcpy((char *)Y->data + (size_t)o * es, (const char *)X->data + (size_t)i * es, es);
     }
     return KILN_OK;
 }
