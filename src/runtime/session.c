@@ -304,6 +304,7 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
         }
         if (k.run) s = k.run(n, &local, k.state, in, n->n_inputs, outv, n->n_outputs, err);
         else s = n->op->exec(n, &local, in, n->n_inputs, outv, n->n_outputs, err);
+        if (!s && n->act.kind && !(k.run && k.fused_activation)) s = kiln_activation_apply(n, outv[0], err);
         if (k.release) k.release(k.state);
         if (s) {
             if (err && !strstr(err->msg, n->name)) kiln_fail_prefix(err, s, "node '%s' (%s)", n->name, n->op_type);
@@ -406,6 +407,8 @@ static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct 
         kiln_status rs = st->kernel.run
                              ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
                              : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
+        if (!rs && n->act.kind && !st->kernel.fused_activation)
+            rs = kiln_activation_apply(n, outv[0], err);
         if (rs) {
             if (err && !strstr(err->msg, n->name))
                 kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);
