@@ -22,6 +22,8 @@ struct tcase {
     int const_weights;            /* 0: W is not constant at prepare time */
     struct { const char *name; int type; int64_t i; int64_t ints[6]; int n; const char *s; }
         attrs[MAX_ATTRS];
+    int act;                      /* fused activation (enum kiln_act_kind) */
+    float alpha, beta;
 };
 
 static uint32_t rng = 12345;
@@ -67,6 +69,9 @@ static int run_case(const struct tcase *tc) {
     node.opset = 17;
     node.n_attrs = na;
     node.attrs = attrs;
+    node.act.kind = tc->act;
+    node.act.alpha = tc->alpha;
+    node.act.beta = tc->beta;
     const struct kiln_op_def *op = kiln_op_lookup("", tc->op, 17);
     if (!op || !op->prepare) {
         printf("FAIL %s: op %s not registered with a fast path\n", tc->name, tc->op);
@@ -109,6 +114,11 @@ static int run_case(const struct tcase *tc) {
         printf("FAIL %s: exec: %s\n", tc->name, err.msg);
         return 1;
     }
+    /* the executor applies a fused activation after the reference kernel */
+    if (kiln_activation_apply(&node, &Yr, &err) != KILN_OK) {
+        printf("FAIL %s: activation: %s\n", tc->name, err.msg);
+        return 1;
+    }
     struct kiln_kernel k;
     memset(&k, 0, sizeof k);
     void *wdata = is_conv ? W.data : NULL;
@@ -129,6 +139,16 @@ static int run_case(const struct tcase *tc) {
             memset(Yf.data, 0, Yf.nbytes);
             if (k.run(&node, &ctx, k.state, in, n_in, outf, 1, &err) != KILN_OK) {
                 printf("FAIL %s: run: %s\n", tc->name, err.msg);
+                bad = 1;
+                break;
+            }
+            if (!k.fused_activation && kiln_activation_apply(&node, &Yf, &err) != KILN_OK) {
+                printf("FAIL %s: activation: %s\n", tc->name, err.msg);
+                bad = 1;
+                break;
+            }
+            if (tc->act && !k.fused_activation) {
+                printf("FAIL %s: activation not fused as a post-op\n", tc->name);
                 bad = 1;
                 break;
             }
@@ -194,6 +214,16 @@ static const struct tcase cases[] = {
      {IS("dilations", 1, 2), IS("strides", 1, 3)}},
     {"convT_output_padding", "ConvTranspose", 4, {1, 2, 4, 4}, {2, 2, 3, 3}, 1, 0, 1,
      {IS("strides", 2, 2, 2), IS("output_padding", 2, 1, 1)}},
+    {"conv_relu_postop", "Conv", 4, {1, 8, 10, 10}, {16, 8, 3, 3}, 1, 1, 1,
+     {IS("pads", 4, 1, 1, 1, 1)}, KILN_ACT_RELU, 0, 0},
+    {"dw_clip6_postop", "Conv", 4, {1, 16, 10, 10}, {16, 1, 3, 3}, 1, 1, 1,
+     {I("group", 16), IS("pads", 4, 1, 1, 1, 1)}, KILN_ACT_CLIP, 0.0f, 6.0f},
+    {"conv1x1_hardsigmoid_postop", "Conv", 4, {1, 8, 6, 6}, {8, 8, 1, 1}, 1, 1, 1,
+     {{0}}, KILN_ACT_HARD_SIGMOID, 0.2f, 0.5f},
+    {"conv_leaky_postop", "Conv", 4, {1, 4, 6, 6}, {4, 4, 3, 3}, 0, 1, 1,
+     {{0}}, KILN_ACT_LEAKY_RELU, 0.1f, 0},
+    {"convT_sigmoid_postop", "ConvTranspose", 4, {1, 4, 5, 5}, {4, 2, 2, 2}, 1, 1, 1,
+     {IS("strides", 2, 2, 2)}, KILN_ACT_SIGMOID, 0, 0},
     {"maxpool3x3_s2_p1", "MaxPool", 4, {1, 8, 15, 15}, {0}, 0, 1, 1,
      {IS("kernel_shape", 2, 3, 3), IS("strides", 2, 2, 2), IS("pads", 4, 1, 1, 1, 1)}},
     {"maxpool_ceil_dilated", "MaxPool", 4, {1, 3, 10, 11}, {0}, 0, 0, 1,

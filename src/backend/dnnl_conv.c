@@ -11,6 +11,7 @@
 #include "backend/dnnl_conv.h"
 #include "backend/dnnl.h"
 #include "base/status.h"
+#include "ir/graph.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,27 @@ static dnnl_status_t make_scratch(dnnl_primitive_desc_t pd, dnnl_engine_t eng, v
     *buf = alloc_aligned(sz);
     if (!*buf) return dnnl_out_of_memory;
     return dnnl_memory_create(mem, smd, eng, *buf);
+}
+
+/* Appends kiln's fused activation as eltwise post-ops. Returns false for a
+ * kind oneDNN cannot express (the caller then builds no fast path). */
+static bool append_activation(dnnl_post_ops_t po, int32_t act, float alpha, float beta) {
+    switch (act) {
+    case KILN_ACT_RELU: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+    case KILN_ACT_LEAKY_RELU:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, alpha, 0.0f);
+    case KILN_ACT_CLIP:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, alpha, beta);
+    case KILN_ACT_SIGMOID:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0.0f, 0.0f);
+    case KILN_ACT_TANH: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_tanh, 0.0f, 0.0f);
+    case KILN_ACT_HARD_SWISH:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f);
+    case KILN_ACT_HARD_SIGMOID:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, alpha, beta) &&
+               !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, 0.0f, 1.0f);
+    default: return false;
+    }
 }
 
 void kiln_dnnl_conv_free(void *p) {
@@ -168,6 +190,15 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     c->has_bias = sh->has_bias;
     DN(dnnl_primitive_attr_create(&attr), "attr create");
     DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attr");
+    if (sh->act != KILN_ACT_NONE) {
+        dnnl_post_ops_t po = NULL;
+        DN(dnnl_post_ops_create(&po), "post-ops");
+        bool ok = append_activation(po, sh->act, sh->act_alpha, sh->act_beta);
+        st = ok ? dnnl_primitive_attr_set_post_ops(attr, po) : dnnl_unimplemented;
+        dnnl_post_ops_destroy(po);
+        if (st == dnnl_unimplemented) goto none;
+        DN(st, "post-ops");
+    }
     st = dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL);
     if (st == dnnl_unimplemented || st == dnnl_invalid_arguments) goto none;
     DN(st, "conv primitive descriptor");

@@ -459,7 +459,8 @@ static kiln_status conv_prepare_common(const struct kiln_node *n,
         return KILN_OK;
     struct kiln_dnnl_conv_shape sh = {
         .nsp = g.nsp, .transposed = transposed, .has_bias = n_in > 2 && in[2] != NULL,
-        .N = g.N, .C = g.C, .M = g.M, .G = g.G};
+        .N = g.N, .C = g.C, .M = g.M, .G = g.G,
+        .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta};
     for (int32_t i = 0; i < g.nsp; i++) {
         sh.in[i] = g.in[i]; sh.out[i] = g.out[i]; sh.k[i] = g.k[i];
         sh.s[i] = g.s[i]; sh.d[i] = g.d[i]; sh.pb[i] = g.pb[i]; sh.pe[i] = g.pe[i];
@@ -472,6 +473,7 @@ static kiln_status conv_prepare_common(const struct kiln_node *n,
     k->state = c;
     k->release = kiln_dnnl_conv_free;
     k->impl = kiln_dnnl_conv_impl(c);
+    k->fused_activation = n->act.kind != KILN_ACT_NONE;   /* applied as a post-op */
     return KILN_OK;
 }
 
