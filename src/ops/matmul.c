@@ -1,6 +1,714 @@
-/* matmul.c — op family 'matmul' (see op.h for the contract). */
+/* matmul.c — op family 'matmul': MatMul, Gemm, MatMulInteger, Einsum,
+ * Attention, RotaryEmbedding (see op.h for the contract).
+ *
+ * The reference float kernels share one cache-blocked GEMM core (gemm_nn_*):
+ * row-major, no transposes (transposed operands are packed first), tiles of
+ * MB x NB outputs each owned by one OpenMP task, K summed in ascending order,
+ * so results do not depend on the thread count. MatMul and Gemm in float32
+ * have a oneDNN fast path (src/backend/dnnl_matmul.c) built in prepare.
+ */
 #include "ops/op.h"
+#include "backend/dnnl_matmul.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* helpers                                                                   */
+
+static kiln_status check_numel(const struct kiln_node *n, int32_t rank, const int64_t *dims,
+                               kiln_error *err) {
+    int64_t p = 1;
+    for (int32_t i = 0; i < rank; i++) {
+        if (dims[i] < 0)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "negative output dimension %lld",
+                                (long long)dims[i]);
+        if (__builtin_mul_overflow(p, dims[i], &p))
+            return kiln_op_fail(err, KILN_ERR_LIMIT, n, "output element count overflows");
+    }
+    return KILN_OK;
+}
+
+static int n_threads_of(const struct kiln_exec_ctx *ctx) {
+    return ctx && ctx->n_threads > 0 ? ctx->n_threads : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* blocked GEMM core: C[M,N] = A[M,K] * B[K,N], all row-major with leading dims */
+
+#define MB 16
+#define NB 256
+#define KB 256
+#define PAR_MIN_WORK 32768.0   /* MACs below which we stay single-threaded */
+
+#define DEFINE_GEMM_TILE(SUF, T)                                                              \
+    static void gemm_tile_##SUF(const T *A, int64_t lda, const T *B, int64_t ldb, T *C,      \
+                                int64_t ldc, int64_t m, int64_t n, int64_t K) {              \
+        T acc[MB][NB];                                                                        \
+        for (int64_t i = 0; i < m; i++)                                                       \
+            for (int64_t j = 0; j < n; j++) acc[i][j] = 0;                                    \
+        if (n == 1) {                                                                         \
+            for (int64_t i = 0; i < m; i++) {                                                 \
+                const T *a = A + i * lda;                                                     \
+                T s = 0;                                                                      \
+                for (int64_t k = 0; k < K; k++) s += a[k] * B[k * ldb];                       \
+                acc[i][0] = s;                                                                \
+            }                                                                                 \
+        } else {                                                                              \
+            for (int64_t k0 = 0; k0 < K; k0 += KB) {                                          \
+                int64_t kb = K - k0 < KB ? K - k0 : KB;                                       \
+                for (int64_t i = 0; i < m; i++) {                                             \
+                    const T *a = A + i * lda + k0;                                            \
+                    T *c = acc[i];                                                            \
+                    for (int64_t kk = 0; kk < kb; kk++) {                                     \
+                        const T av = a[kk];                                                   \
+                        const T *b = B + (k0 + kk) * ldb;                                     \
+                        _Pragma("omp simd") for (int64_t j = 0; j < n; j++) c[j] += av * b[j]; \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        for (int64_t i = 0; i < m; i++) memcpy(C + i * ldc, acc[i], (size_t)n * sizeof(T));   \
+    }                                                                                         \
+    /* nb products; product b reads A + aoff[b], B + boff[b] (NULL: b * M*K / K*N) and      \
+     * writes C + b*M*N (dense). */                                                           \
+    static void gemm_batched_##SUF(int64_t nb, const int64_t *aoff, const int64_t *boff,      \
+                                   const T *A, int64_t lda, const T *B, int64_t ldb, T *C,    \
+                                   int64_t M, int64_t N, int64_t K, int nthreads) {           \
+        if (nb <= 0 || M <= 0 || N <= 0) return;                                              \
+        int64_t mt = (M + MB - 1) / MB, nt = (N + NB - 1) / NB, total = nb * mt * nt;         \
+        double work = (double)nb * (double)M * (double)N * (double)(K > 0 ? K : 1);           \
+        int par = total > 1 && work >= PAR_MIN_WORK;                                          \
+        int nth = nthreads > 0 ? nthreads : omp_get_max_threads();                            \
+        _Pragma("omp parallel for schedule(static) if(par) num_threads(nth)")                 \
+        for (int64_t t = 0; t < total; t++) {                                                 \
+            int64_t b = t / (mt * nt), r = t % (mt * nt);                                     \
+            int64_t i0 = (r / nt) * MB, j0 = (r % nt) * NB;                                   \
+            int64_t m = M - i0 < MB ? M - i0 : MB, n = N - j0 < NB ? N - j0 : NB;             \
+            const T *a = A + (aoff ? aoff[b] : b * M * K) + i0 * lda;                         \
+            const T *bb = B + (boff ? boff[b] : b * K * N) + j0;                              \
+            gemm_tile_##SUF(a, lda, bb, ldb, C + b * M * N + i0 * N + j0, N, m, n, K);        \
+        }                                                                                     \
+    }
+
+DEFINE_GEMM_TILE(f32, float)
+DEFINE_GEMM_TILE(f64, double)
+
+/* Dense copy of the transpose of a rows x cols row-major matrix. */
+#define DEFINE_TRANSPOSE(SUF, T)                                                     \
+    static void transpose_##SUF(const T *src, int64_t rows, int64_t cols, T *dst) {  \
+        for (int64_t i0 = 0; i0 < rows; i0 += 32)                                    \
+            for (int64_t j0 = 0; j0 < cols; j0 += 32)                                \
+                for (int64_t i = i0; i < rows && i < i0 + 32; i++)                   \
+                    for (int64_t j = j0; j < cols && j < j0 + 32; j++)               \
+                        dst[j * rows + i] = src[i * cols + j];                       \
+    }
+DEFINE_TRANSPOSE(f32, float)
+DEFINE_TRANSPOSE(f64, double)
+
+/* ------------------------------------------------------------------------ */
+/* MatMul                                                                    */
+
+/* numpy matmul shape analysis */
+struct mm_shape {
+    int64_t M, N, K;
+    int32_t brank;                       /* broadcast batch rank */
+    int64_t bdims[KILN_MAX_RANK];
+    int64_t nbatch;
+    int32_t out_rank;
+    int64_t out_dims[KILN_MAX_RANK];
+};
+
+static kiln_status mm_analyze(const struct kiln_node *n, const struct kiln_value *a,
+                              const struct kiln_value *b, struct mm_shape *s, kiln_error *err) {
+    if (a->rank < 1 || b->rank < 1)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected inputs of rank >= 1, got %d and %d",
+                            a->rank, b->rank);
+    int32_t ra = a->rank, rb = b->rank;
+    int64_t ka = a->dims[ra - 1], kb = rb == 1 ? b->dims[0] : b->dims[rb - 2];
+    s->M = ra == 1 ? 1 : a->dims[ra - 2];
+    s->K = ka;
+    s->N = rb == 1 ? 1 : b->dims[rb - 1];
+    if (ka != kb) {
+        char sa[128], sb[128];
+        kiln_shape_str(a, sa, sizeof sa);
+        kiln_shape_str(b, sb, sizeof sb);
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "inner dimensions differ: A %s has K=%lld, B %s has K=%lld", sa,
+                            (long long)ka, sb, (long long)kb);
+    }
+    int32_t ba = ra > 2 ? ra - 2 : 0, bb = rb > 2 ? rb - 2 : 0;
+    s->brank = ba > bb ? ba : bb;
+    s->nbatch = 1;
+    for (int32_t i = 0; i < s->brank; i++) {
+        int32_t ia = i - (s->brank - ba), ib = i - (s->brank - bb);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        int64_t d;
+        if (da == db || db == 1) d = da;
+        else if (da == 1) d = db;
+        else {
+            char sa[128], sb[128];
+            kiln_shape_str(a, sa, sizeof sa);
+            kiln_shape_str(b, sb, sizeof sb);
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "batch dims of %s and %s do not broadcast",
+                                sa, sb);
+        }
+        s->bdims[i] = d;
+        if (__builtin_mul_overflow(s->nbatch, d, &s->nbatch))
+            return kiln_op_fail(err, KILN_ERR_LIMIT, n, "batch size overflows");
+    }
+    s->out_rank = 0;
+    for (int32_t i = 0; i < s->brank; i++) s->out_dims[s->out_rank++] = s->bdims[i];
+    if (ra > 1) s->out_dims[s->out_rank++] = s->M;
+    if (rb > 1) s->out_dims[s->out_rank++] = s->N;
+    return check_numel(n, s->out_rank, s->out_dims, err);
+}
+
+/* Matrix offsets (in elements) of each batch's A or B under broadcasting. */
+static int64_t *mm_batch_offsets(const struct mm_shape *s, const struct kiln_value *v,
+                                 int64_t mat_elems) {
+    int64_t *off = malloc((size_t)(s->nbatch > 0 ? s->nbatch : 1) * sizeof *off);
+    if (!off) return NULL;
+    int32_t vb = v->rank > 2 ? v->rank - 2 : 0;
+    int64_t str[KILN_MAX_RANK];
+    int64_t st = mat_elems;
+    for (int32_t i = s->brank - 1; i >= 0; i--) {
+        int32_t iv = i - (s->brank - vb);
+        int64_t d = iv >= 0 ? v->dims[iv] : 1;
+        str[i] = d == 1 ? 0 : st;
+        st *= d;
+    }
+    for (int64_t b = 0; b < s->nbatch; b++) {
+        int64_t r = b, o = 0;
+        for (int32_t i = s->brank - 1; i >= 0; i--) {
+            int64_t idx = r % s->bdims[i];
+            r /= s->bdims[i];
+            o += idx * str[i];
+        }
+        off[b] = o;
+    }
+    return off;
+}
+
+static bool mm_dtype_ok(kiln_dtype t) {
+    return t == KILN_DTYPE_FLOAT || t == KILN_DTYPE_DOUBLE || t == KILN_DTYPE_FLOAT16 ||
+           t == KILN_DTYPE_BFLOAT16 || t == KILN_DTYPE_INT32 || t == KILN_DTYPE_INT64 ||
+           t == KILN_DTYPE_UINT32 || t == KILN_DTYPE_UINT64;
+}
+
+static kiln_status matmul_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                                int n_in, struct kiln_value *const *out, int n_out,
+                                kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    if (st) return st;
+    if (in[0]->dtype != in[1]->dtype || !mm_dtype_ok(in[0]->dtype))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "expected two inputs of one float or int32/64 type, got %s and %s",
+                            kiln_dtype_name(in[0]->dtype), kiln_dtype_name(in[1]->dtype));
+    struct mm_shape s;
+    if ((st = mm_analyze(n, in[0], in[1], &s, err))) return st;
+    kiln_value_set_shape(out[0], in[0]->dtype, s.out_rank, s.out_dims);
+    return KILN_OK;
+}
+
+/* Float32 view of an f16/bf16 tensor (malloc'ed), or NULL. */
+static float *to_f32(const struct kiln_value *v, int64_t cnt) {
+    float *f = malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof *f);
+    if (!f) return NULL;
+    const uint16_t *h = v->data;
+    if (v->dtype == KILN_DTYPE_FLOAT16)
+        for (int64_t i = 0; i < cnt; i++) f[i] = kiln_f16_to_f32(h[i]);
+    else if (v->dtype == KILN_DTYPE_BFLOAT16)
+        for (int64_t i = 0; i < cnt; i++) f[i] = kiln_bf16_to_f32(h[i]);
+    else
+        memcpy(f, v->data, (size_t)cnt * sizeof *f);
+    return f;
+}
+
+static void from_f32(struct kiln_value *v, const float *f, int64_t cnt) {
+    uint16_t *h = v->data;
+    if (v->dtype == KILN_DTYPE_FLOAT16)
+        for (int64_t i = 0; i < cnt; i++) h[i] = kiln_f32_to_f16(f[i]);
+    else if (v->dtype == KILN_DTYPE_BFLOAT16)
+        for (int64_t i = 0; i < cnt; i++) h[i] = kiln_f32_to_bf16(f[i]);
+    else
+        memcpy(v->data, f, (size_t)cnt * sizeof *f);
+}
+
+/* Integer product with wrap-around (two's complement) semantics. */
+static void mm_int(const struct kiln_value *a, const struct kiln_value *b, struct kiln_value *o,
+                   int64_t nb, const int64_t *aoff, const int64_t *boff, int64_t M, int64_t N,
+                   int64_t K) {
+    for (int64_t bt = 0; bt < nb; bt++)
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                uint64_t s = 0;
+                for (int64_t k = 0; k < K; k++)
+                    s += (uint64_t)kiln_value_get_int(a, aoff[bt] + i * K + k) *
+                         (uint64_t)kiln_value_get_int(b, boff[bt] + k * N + j);
+                int64_t oi = (bt * M + i) * N + j;
+                switch (o->dtype) {
+                case KILN_DTYPE_INT32: ((int32_t *)o->data)[oi] = (int32_t)(uint32_t)s; break;
+                case KILN_DTYPE_UINT32: ((uint32_t *)o->data)[oi] = (uint32_t)s; break;
+                case KILN_DTYPE_INT64: ((int64_t *)o->data)[oi] = (int64_t)s; break;
+                default: ((uint64_t *)o->data)[oi] = s; break;
+                }
+            }
+}
+
+static kiln_status matmul_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                               const struct kiln_value *const *in, int n_in,
+                               struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct mm_shape s;
+    kiln_status st = mm_analyze(n, in[0], in[1], &s, err);
+    if (st) return st;
+    int64_t on = kiln_value_numel(out[0]);
+    if (on == 0) return KILN_OK;
+    int64_t *aoff = mm_batch_offsets(&s, in[0], s.M * s.K);
+    int64_t *boff = mm_batch_offsets(&s, in[1], s.K * s.N);
+    int nt = n_threads_of(ctx);
+    if (!aoff || !boff) goto oom;
+    switch (in[0]->dtype) {
+    case KILN_DTYPE_FLOAT:
+        gemm_batched_f32(s.nbatch, aoff, boff, in[0]->data, s.K, in[1]->data, s.N, out[0]->data,
+                         s.M, s.N, s.K, nt);
+        break;
+    case KILN_DTYPE_DOUBLE:
+        gemm_batched_f64(s.nbatch, aoff, boff, in[0]->data, s.K, in[1]->data, s.N, out[0]->data,
+                         s.M, s.N, s.K, nt);
+        break;
+    case KILN_DTYPE_FLOAT16:
+    case KILN_DTYPE_BFLOAT16: {
+        float *fa = to_f32(in[0], kiln_value_numel(in[0]));
+        float *fb = to_f32(in[1], kiln_value_numel(in[1]));
+        float *fo = malloc((size_t)on * sizeof *fo);
+        if (fa && fb && fo) {
+            gemm_batched_f32(s.nbatch, aoff, boff, fa, s.K, fb, s.N, fo, s.M, s.N, s.K, nt);
+            from_f32(out[0], fo, on);
+        }
+        bool ok = fa && fb && fo;
+        free(fa);
+        free(fb);
+        free(fo);
+        if (!ok) goto oom;
+        break;
+    }
+    default:
+        mm_int(in[0], in[1], out[0], s.nbatch, aoff, boff, s.M, s.N, s.K);
+        break;
+    }
+    free(aoff);
+    free(boff);
+    return KILN_OK;
+oom:
+    free(aoff);
+    free(boff);
+    return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for matmul scratch");
+}
+
+static double matmul_flops(const struct kiln_node *n, const struct kiln_value *const *in,
+                           int n_in, struct kiln_value *const *out, int n_out) {
+    struct mm_shape s;
+    if (n_in < 2 || mm_analyze(n, in[0], in[1], &s, NULL)) return 0;
+    return 2.0 * (double)s.nbatch * (double)s.M * (double)s.N * (double)s.K;
+}
+
+/* ---- oneDNN fast path (MatMul and Gemm, float32) ---- */
+
+enum { FAST_MATMUL, FAST_GEMM };
+
+struct mm_fast {
+    struct kiln_dnnl_matmul *mm;
+    int      kind;
+    int      prefill;        /* Gemm: out <- broadcast C before the sum post-op */
+    int      use_bias;       /* Gemm: C passed as bias */
+    int32_t  rank[3];        /* prepared input shapes, checked at run */
+    int64_t  dims[3][KILN_MAX_RANK];
+    int      n_in;
+};
+
+static void mm_fast_release(void *p) {
+    struct mm_fast *f = p;
+    if (!f) return;
+    kiln_dnnl_matmul_free(f->mm);
+    free(f);
+}
+
+static bool mm_fast_same_shapes(const struct mm_fast *f, const struct kiln_value *const *in,
+                                int n_in) {
+    if (n_in != f->n_in) return false;
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) continue;
+        if (in[i]->rank != f->rank[i]) return false;
+        for (int32_t d = 0; d < in[i]->rank; d++)
+            if (in[i]->dims[d] != f->dims[i][d]) return false;
+    }
+    return true;
+}
+
+static void mm_fast_record(struct mm_fast *f, const struct kiln_value *const *in, int n_in) {
+    f->n_in = n_in;
+    for (int i = 0; i < n_in && i < 3; i++) {
+        if (!in[i]) continue;
+        f->rank[i] = in[i]->rank;
+        memcpy(f->dims[i], in[i]->dims, sizeof f->dims[i]);
+    }
+}
+
+static void dense_strides_of(int32_t rank, const int64_t *dims, int64_t *str) {
+    int64_t s = 1;
+    for (int32_t i = rank - 1; i >= 0; i--) {
+        str[i] = s;
+        s *= dims[i] > 0 ? dims[i] : 1;
+    }
+}
+
+static kiln_status matmul_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                   void *state, const struct kiln_value *const *in, int n_in,
+                                   struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct mm_fast *f = state;
+    if (!mm_fast_same_shapes(f, in, n_in)) return matmul_exec(n, ctx, in, n_in, out, n_out, err);
+    kiln_status st = kiln_dnnl_matmul_exec(f->mm, in[0]->data, in[1]->data, NULL, out[0]->data, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN matmul failed");
+    return KILN_OK;
+}
+
+static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                  const struct kiln_value *const *in, int n_in,
+                                  struct kiln_value *const *out, int n_out,
+                                  struct kiln_kernel *k, kiln_error *err) {
+    if (n_in != 2 || in[0]->dtype != KILN_DTYPE_FLOAT || in[1]->dtype != KILN_DTYPE_FLOAT)
+        return KILN_OK;
+    struct mm_shape s;
+    if (mm_analyze(n, in[0], in[1], &s, NULL)) return KILN_OK;
+    if (s.M == 0 || s.N == 0 || s.K == 0 || s.nbatch == 0) return KILN_OK;
+    struct kiln_dnnl_matmul_desc d;
+    memset(&d, 0, sizeof d);
+    d.alpha = 1.0f;
+    d.wei_const = in[1]->data;
+    if (in[1]->rank <= 2) {
+        /* fold A's batch dims into M: one 2-D product against one weight matrix */
+        int64_t rows = s.nbatch * s.M;
+        d.rank = 2;
+        d.src_dims[0] = rows; d.src_dims[1] = s.K;
+        d.wei_dims[0] = s.K; d.wei_dims[1] = s.N;
+        d.dst_dims[0] = rows; d.dst_dims[1] = s.N;
+    } else {
+        d.rank = s.brank + 2;
+        if (d.rank < 2) d.rank = 2;
+        int32_t ba = in[0]->rank > 2 ? in[0]->rank - 2 : 0, bb = in[1]->rank - 2;
+        for (int32_t i = 0; i < s.brank; i++) {
+            int32_t ia = i - (s.brank - ba), ib = i - (s.brank - bb);
+            d.src_dims[i] = ia >= 0 ? in[0]->dims[ia] : 1;
+            d.wei_dims[i] = ib >= 0 ? in[1]->dims[ib] : 1;
+            d.dst_dims[i] = s.bdims[i];
+        }
+        d.src_dims[s.brank] = s.M; d.src_dims[s.brank + 1] = s.K;
+        d.wei_dims[s.brank] = s.K; d.wei_dims[s.brank + 1] = s.N;
+        d.dst_dims[s.brank] = s.M; d.dst_dims[s.brank + 1] = s.N;
+    }
+    dense_strides_of(d.rank, d.src_dims, d.src_strides);
+    dense_strides_of(d.rank, d.wei_dims, d.wei_strides);
+    struct mm_fast *f = calloc(1, sizeof *f);
+    if (!f) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
+    f->kind = FAST_MATMUL;
+    kiln_error e2;
+    kiln_status st = kiln_dnnl_matmul_create(&d, &f->mm, &k->impl, &e2);
+    if (st == KILN_ERR_UNSUPPORTED) {   /* declined: reference kernel */
+        free(f);
+        return KILN_OK;
+    }
+    if (st) {
+        free(f);
+        return kiln_op_fail(err, st, n, "%s", e2.msg);
+    }
+    mm_fast_record(f, in, n_in);
+    k->state = f;
+    k->release = mm_fast_release;
+    k->run = matmul_fast_run;
+    return KILN_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Gemm                                                                      */
+
+static bool gemm_c_broadcasts(const struct kiln_value *c, int64_t M, int64_t N) {
+    if (c->rank > 2) return false;
+    int64_t cm = c->rank == 2 ? c->dims[0] : 1;
+    int64_t cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+    return (cm == M || cm == 1) && (cn == N || cn == 1);
+}
+
+static kiln_status gemm_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                              int n_in, struct kiln_value *const *out, int n_out,
+                              kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, n->opset >= 11 ? 2 : 3, 3, err);
+    if (st) return st;
+    const struct kiln_value *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
+    if (a->dtype != b->dtype || !mm_dtype_ok(a->dtype) || (c && c->dtype != a->dtype))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "expected A, B (and C) of one float or int32/64 type, got %s, %s%s%s",
+                            kiln_dtype_name(a->dtype), kiln_dtype_name(b->dtype), c ? ", " : "",
+                            c ? kiln_dtype_name(c->dtype) : "");
+    if (a->rank != 2 || b->rank != 2)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected 2-D A and B, got rank %d and %d",
+                            a->rank, b->rank);
+    int64_t ta = kiln_attr_int(n, "transA", 0), tb = kiln_attr_int(n, "transB", 0);
+    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+    int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+    if (K != K2)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "inner dimensions differ: op(A) is %lldx%lld, op(B) is %lldx%lld",
+                            (long long)M, (long long)K, (long long)K2, (long long)N);
+    if (c && !gemm_c_broadcasts(c, M, N)) {
+        char sc[128];
+        kiln_shape_str(c, sc, sizeof sc);
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "C %s does not broadcast to [%lld,%lld]", sc,
+                            (long long)M, (long long)N);
+    }
+    int64_t dims[2] = {M, N};
+    if ((st = check_numel(n, 2, dims, err))) return st;
+    kiln_value_set_shape(out[0], a->dtype, 2, dims);
+    return KILN_OK;
+}
+
+static double gemm_c_at(const struct kiln_value *c, int64_t i, int64_t j) {
+    int64_t cm = c->rank == 2 ? c->dims[0] : 1;
+    int64_t cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+    int64_t idx = (cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j);
+    return kiln_value_get_f64(c, idx);
+}
+
+/* out = alpha * out + beta * C (float32 output) */
+static void gemm_epilogue_f32(float *o, int64_t M, int64_t N, float alpha, float beta,
+                              const struct kiln_value *c) {
+    bool cf = c && beta != 0.0f && c->dtype == KILN_DTYPE_FLOAT;
+    int64_t cm = 1, cn = 1;
+    if (c) {
+        cm = c->rank == 2 ? c->dims[0] : 1;
+        cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+    }
+    for (int64_t i = 0; i < M; i++) {
+        float *row = o + i * N;
+        if (alpha != 1.0f)
+            for (int64_t j = 0; j < N; j++) row[j] *= alpha;
+        if (cf) {
+            const float *cr = (const float *)c->data + (cm == 1 ? 0 : i) * cn;
+            if (cn == 1)
+                for (int64_t j = 0; j < N; j++) row[j] += beta * cr[0];
+            else
+                for (int64_t j = 0; j < N; j++) row[j] += beta * cr[j];
+        }
+    }
+}
+
+static kiln_status gemm_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                             const struct kiln_value *const *in, int n_in,
+                             struct kiln_value *const *out, int n_out, kiln_error *err) {
+    const struct kiln_value *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
+    int ta = kiln_attr_int(n, "transA", 0) != 0, tb = kiln_attr_int(n, "transB", 0) != 0;
+    float alpha = kiln_attr_float(n, "alpha", 1.0f), beta = kiln_attr_float(n, "beta", 1.0f);
+    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+    int64_t N = tb ? b->dims[0] : b->dims[1];
+    int64_t on = M * N;
+    if (on == 0) return KILN_OK;
+    int nt = n_threads_of(ctx);
+    kiln_dtype dt = a->dtype;
+    if (dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16) {
+        float *fa = NULL, *fb = NULL, *fo = NULL, *pa = NULL, *pb = NULL;
+        bool ok = true;
+        const float *A = a->data, *B = b->data;
+        float *O = out[0]->data;
+        if (dt != KILN_DTYPE_FLOAT) {
+            fa = to_f32(a, M * K);
+            fb = to_f32(b, K * N);
+            fo = malloc((size_t)on * sizeof *fo);
+            ok = fa && fb && fo;
+            A = fa;
+            B = fb;
+            O = fo;
+        }
+        if (ok && ta) {
+            pa = malloc((size_t)(M * K > 0 ? M * K : 1) * sizeof *pa);
+            if ((ok = pa != NULL)) transpose_f32(A, K, M, pa);
+            A = pa;
+        }
+        if (ok && tb) {
+            pb = malloc((size_t)(K * N > 0 ? K * N : 1) * sizeof *pb);
+            if ((ok = pb != NULL)) transpose_f32(B, N, K, pb);
+            B = pb;
+        }
+        if (ok) {
+            gemm_batched_f32(1, NULL, NULL, A, K, B, N, O, M, N, K, nt);
+            if (dt == KILN_DTYPE_FLOAT) {
+                gemm_epilogue_f32(O, M, N, alpha, beta, c);
+            } else {
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < N; j++) {
+                        double v = alpha * (double)O[i * N + j];
+                        if (c && beta != 0.0f) v += beta * gemm_c_at(c, i, j);
+                        O[i * N + j] = (float)v;
+                    }
+                from_f32(out[0], O, on);
+            }
+        }
+        free(fa);
+        free(fb);
+        free(fo);
+        free(pa);
+        free(pb);
+        if (!ok) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for gemm scratch");
+        return KILN_OK;
+    }
+    if (dt == KILN_DTYPE_DOUBLE) {
+        double *pa = NULL, *pb = NULL;
+        const double *A = a->data, *B = b->data;
+        double *O = out[0]->data;
+        bool ok = true;
+        if (ta) {
+            pa = malloc((size_t)(M * K > 0 ? M * K : 1) * sizeof *pa);
+            if ((ok = pa != NULL)) transpose_f64(A, K, M, pa);
+            A = pa;
+        }
+        if (ok && tb) {
+            pb = malloc((size_t)(K * N > 0 ? K * N : 1) * sizeof *pb);
+            if ((ok = pb != NULL)) transpose_f64(B, N, K, pb);
+            B = pb;
+        }
+        if (ok) {
+            gemm_batched_f64(1, NULL, NULL, A, K, B, N, O, M, N, K, nt);
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    double v = (double)alpha * O[i * N + j];
+                    if (c && beta != 0.0f) v += (double)beta * gemm_c_at(c, i, j);
+                    O[i * N + j] = v;
+                }
+        }
+        free(pa);
+        free(pb);
+        if (!ok) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for gemm scratch");
+        return KILN_OK;
+    }
+    /* integer types: exact wrap-around products; alpha/beta applied in double only when != 1 */
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            uint64_t s = 0;
+            for (int64_t k = 0; k < K; k++)
+                s += (uint64_t)kiln_value_get_int(a, ta ? k * M + i : i * K + k) *
+                     (uint64_t)kiln_value_get_int(b, tb ? j * K + k : k * N + j);
+            int64_t v = (int64_t)s;
+            if (alpha != 1.0f) v = (int64_t)(alpha * (double)v);
+            if (c && beta != 0.0f) {
+                int64_t cm = c->rank == 2 ? c->dims[0] : 1;
+                int64_t cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+                int64_t cv = kiln_value_get_int(c, (cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j));
+                v = beta == 1.0f ? (int64_t)((uint64_t)v + (uint64_t)cv)
+                                 : v + (int64_t)(beta * (double)cv);
+            }
+            int64_t oi = i * N + j;
+            switch (dt) {
+            case KILN_DTYPE_INT32: ((int32_t *)out[0]->data)[oi] = (int32_t)(uint32_t)v; break;
+            case KILN_DTYPE_UINT32: ((uint32_t *)out[0]->data)[oi] = (uint32_t)v; break;
+            case KILN_DTYPE_INT64: ((int64_t *)out[0]->data)[oi] = v; break;
+            default: ((uint64_t *)out[0]->data)[oi] = (uint64_t)v; break;
+            }
+        }
+    return KILN_OK;
+}
+
+static double gemm_flops(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
+                         struct kiln_value *const *out, int n_out) {
+    if (n_in < 2 || in[0]->rank != 2 || out[0]->rank != 2) return 0;
+    int64_t K = kiln_attr_int(n, "transA", 0) ? in[0]->dims[0] : in[0]->dims[1];
+    return 2.0 * (double)out[0]->dims[0] * (double)out[0]->dims[1] * (double)K;
+}
+
+static kiln_status gemm_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                 void *state, const struct kiln_value *const *in, int n_in,
+                                 struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct mm_fast *f = state;
+    if (!mm_fast_same_shapes(f, in, n_in)) return gemm_exec(n, ctx, in, n_in, out, n_out, err);
+    const struct kiln_value *c = n_in > 2 ? in[2] : NULL;
+    float *o = out[0]->data;
+    if (f->prefill) {
+        int64_t M = out[0]->dims[0], N = out[0]->dims[1];
+        int64_t cm = c->rank == 2 ? c->dims[0] : 1;
+        int64_t cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+        const float *cd = c->data;
+        for (int64_t i = 0; i < M; i++) {
+            const float *cr = cd + (cm == 1 ? 0 : i) * cn;
+            float *row = o + i * N;
+            if (cn == 1)
+                for (int64_t j = 0; j < N; j++) row[j] = cr[0];
+            else
+                memcpy(row, cr, (size_t)N * sizeof *row);
+        }
+    }
+    kiln_status st = kiln_dnnl_matmul_exec(f->mm, in[0]->data, in[1]->data,
+                                           f->use_bias ? c->data : NULL, o, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN matmul failed");
+    return KILN_OK;
+}
+
+static kiln_status gemm_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                const struct kiln_value *const *in, int n_in,
+                                struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
+                                kiln_error *err) {
+    const struct kiln_value *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
+    if (a->dtype != KILN_DTYPE_FLOAT || a->rank != 2 || b->rank != 2) return KILN_OK;
+    int ta = kiln_attr_int(n, "transA", 0) != 0, tb = kiln_attr_int(n, "transB", 0) != 0;
+    float alpha = kiln_attr_float(n, "alpha", 1.0f), beta = kiln_attr_float(n, "beta", 1.0f);
+    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+    int64_t N = tb ? b->dims[0] : b->dims[1];
+    if (M == 0 || N == 0 || K == 0) return KILN_OK;
+    if (c && !gemm_c_broadcasts(c, M, N)) return KILN_OK;
+    struct kiln_dnnl_matmul_desc d;
+    memset(&d, 0, sizeof d);
+    d.rank = 2;
+    d.src_dims[0] = M; d.src_dims[1] = K;
+    d.src_strides[0] = ta ? 1 : K; d.src_strides[1] = ta ? M : 1;
+    d.wei_dims[0] = K; d.wei_dims[1] = N;
+    d.wei_strides[0] = tb ? 1 : N; d.wei_strides[1] = tb ? K : 1;
+    d.dst_dims[0] = M; d.dst_dims[1] = N;
+    d.wei_const = b->data;
+    d.alpha = alpha;
+    struct mm_fast *f = calloc(1, sizeof *f);
+    if (!f) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
+    f->kind = FAST_GEMM;
+    if (c && beta != 0.0f) {
+        if (alpha == 1.0f && beta == 1.0f) {
+            f->use_bias = 1;
+            d.has_bias = true;
+            d.bias_dims[0] = c->rank == 2 ? c->dims[0] : 1;
+            d.bias_dims[1] = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+        } else {
+            f->prefill = 1;
+            d.sum_beta = beta;
+        }
+    }
+    kiln_error e2;
+    kiln_status st = kiln_dnnl_matmul_create(&d, &f->mm, &k->impl, &e2);
+    if (st == KILN_ERR_UNSUPPORTED) {
+        free(f);
+        return KILN_OK;
+    }
+    if (st) {
+        free(f);
+        return kiln_op_fail(err, st, n, "%s", e2.msg);
+    }
+    mm_fast_record(f, in, n_in);
+    k->state = f;
+    k->release = mm_fast_release;
+    k->run = gemm_fast_run;
+    return KILN_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 
 const struct kiln_op_def kiln_ops_matmul[] = {
+    {"MatMul", NULL, 1, 0, matmul_infer, matmul_exec, matmul_prepare, matmul_flops},
+    {"Gemm", NULL, 1, 0, gemm_infer, gemm_exec, gemm_prepare, gemm_flops},
     {0},
 };
