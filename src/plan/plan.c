@@ -1,0 +1,344 @@
+/* plan.c — shape inference, plan-time folding, liveness and arena layout
+ * for one set of concrete input shapes (see plan.h). */
+#include "plan/plan.h"
+#include "base/status.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KILN_ALIGN 64
+
+void *kiln_aligned_alloc(size_t bytes) {
+    void *p = NULL;
+    size_t n = (bytes + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
+    if (posix_memalign(&p, KILN_ALIGN, n ? n : KILN_ALIGN) != 0) return NULL;
+    return p;
+}
+
+void kiln_plan_free(struct kiln_plan *p) {
+    if (!p) return;
+    for (int32_t i = 0; i < p->n_steps; i++)
+        if (p->steps[i].kernel.release) p->steps[i].kernel.release(p->steps[i].kernel.state);
+    if (p->vals)
+        for (int32_t i = 0; i < p->n_values; i++)
+            if (p->kind[i] == KILN_VK_FOLDED) free(p->vals[i].data);
+    free(p->vals);
+    free(p->kind);
+    free(p->alias);
+    free(p->offset);
+    free(p->steps);
+    free(p->key);
+    free(p);
+}
+
+static int32_t root_of(const struct kiln_plan *p, int32_t v) {
+    while (p->kind[v] == KILN_VK_ALIAS) v = p->alias[v];
+    return v;
+}
+
+static bool data_known(const struct kiln_plan *p, int32_t v) {
+    return p->kind[v] == KILN_VK_CONST || p->kind[v] == KILN_VK_FOLDED;
+}
+
+/* Places arena buffers: largest first, each at the lowest offset that does
+ * not overlap a placed buffer whose lifetime intersects its own. */
+struct buf {
+    int32_t value;
+    int32_t first, last;   /* step indices */
+    size_t  size;
+    size_t  offset;
+};
+
+static int cmp_buf_size(const void *a, const void *b) {
+    const struct buf *x = a, *y = b;
+    if (x->size != y->size) return x->size < y->size ? 1 : -1;
+    return x->value - y->value;
+}
+
+static size_t align_up(size_t x) { return (x + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN; }
+
+static kiln_status layout_arena(struct kiln_plan *p, const struct kiln_graph *g,
+                                const struct kiln_plan_options *o, kiln_error *err) {
+    int32_t *first = malloc((size_t)p->n_values * sizeof *first);
+    int32_t *last = malloc((size_t)p->n_values * sizeof *last);
+    struct buf *bufs = malloc((size_t)(p->n_values ? p->n_values : 1) * sizeof *bufs);
+    kiln_status s = KILN_OK;
+    if (!first || !last || !bufs) {
+        s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: planning", o->label);
+        goto done;
+    }
+    for (int32_t v = 0; v < p->n_values; v++) first[v] = last[v] = -1;
+    for (int32_t si = 0; si < p->n_steps; si++) {
+        const struct kiln_node *n = &g->nodes[p->steps[si].node];
+        for (int32_t j = 0; j < n->n_outputs; j++)
+            if (n->outputs[j] >= 0) {
+                int32_t r = root_of(p, n->outputs[j]);
+                if (first[r] < 0) first[r] = si;
+                if (last[r] < si) last[r] = si;
+            }
+        for (int32_t j = 0; j < n->n_inputs; j++)
+            if (n->inputs[j] >= 0) {
+                int32_t r = root_of(p, n->inputs[j]);
+                if (last[r] < si) last[r] = si;
+            }
+    }
+    for (int32_t j = 0; j < g->n_outputs; j++) last[root_of(p, g->outputs[j])] = p->n_steps;
+    int32_t nb = 0;
+    for (int32_t v = 0; v < p->n_values; v++)
+        if (p->kind[v] == KILN_VK_ARENA) {
+            if (first[v] < 0) first[v] = 0;
+            if (last[v] < first[v]) last[v] = first[v];
+            bufs[nb++] = (struct buf){v, first[v], last[v], align_up(p->vals[v].nbytes), 0};
+        }
+    qsort(bufs, (size_t)nb, sizeof *bufs, cmp_buf_size);
+    size_t total = 0;
+    for (int32_t i = 0; i < nb; i++) {
+        size_t off = 0;
+        bool moved = true;
+        while (moved) { /* first fit: bump past every overlapping placed buffer */
+            moved = false;
+            for (int32_t j = 0; j < i; j++) {
+                if (bufs[j].last < bufs[i].first || bufs[i].last < bufs[j].first) continue;
+                if (off < bufs[j].offset + bufs[j].size && bufs[j].offset < off + bufs[i].size) {
+                    off = bufs[j].offset + bufs[j].size;
+                    moved = true;
+                }
+            }
+        }
+        bufs[i].offset = off;
+        p->offset[bufs[i].value] = off;
+        if (off + bufs[i].size > total) total = off + bufs[i].size;
+    }
+    p->arena_bytes = total;
+    if (total > o->max_arena_bytes)
+        s = kiln_fail(err, KILN_ERR_LIMIT,
+                      "%s: activations need %zu bytes at these input shapes, over the memory "
+                      "limit of %llu bytes",
+                      o->label, total, (unsigned long long)o->max_arena_bytes);
+done:
+    free(first);
+    free(last);
+    free(bufs);
+    return s;
+}
+
+/* Builds fast kernels for the concrete shapes. Only constant inputs carry
+ * data here; everything else is bound at run time. */
+static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g,
+                                 const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
+                                 kiln_error *err) {
+    for (int32_t si = 0; si < p->n_steps; si++) {
+        const struct kiln_node *n = &g->nodes[p->steps[si].node];
+        if (!n->op->prepare) continue;
+        struct kiln_value inv[64], outvv[64];
+        const struct kiln_value *in[64];
+        struct kiln_value *outv[64];
+        for (int32_t j = 0; j < n->n_inputs; j++) {
+            int32_t v = n->inputs[j];
+            in[j] = NULL;
+            if (v < 0) continue;
+            inv[j] = p->vals[v];
+            if (!data_known(p, root_of(p, v))) inv[j].data = NULL;
+            in[j] = &inv[j];
+        }
+        for (int32_t j = 0; j < n->n_outputs; j++) {
+            outv[j] = NULL;
+            if (n->outputs[j] < 0) continue;
+            outvv[j] = p->vals[n->outputs[j]];
+            outvv[j].data = NULL;
+            outv[j] = &outvv[j];
+        }
+        kiln_status s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs,
+                                       &p->steps[si].kernel, err);
+        if (s) {
+            if (err && !strstr(err->msg, o->label)) kiln_fail_prefix(err, s, "%s", o->label);
+            return s;
+        }
+    }
+    return KILN_OK;
+}
+
+static void shape_key_append(char **key, size_t *len, size_t *cap, const struct kiln_value *v) {
+    char tmp[32 + 24 * KILN_MAX_RANK];
+    int k = snprintf(tmp, sizeof tmp, "%d:", (int)v->dtype);
+    for (int32_t r = 0; r < v->rank; r++) k += snprintf(tmp + k, sizeof tmp - (size_t)k, "%lld,", (long long)v->dims[r]);
+    k += snprintf(tmp + k, sizeof tmp - (size_t)k, ";");
+    if (*len + (size_t)k + 1 > *cap) {
+        size_t nc = (*cap + (size_t)k + 1) * 2;
+        char *nk = realloc(*key, nc);
+        if (!nk) return;
+        *key = nk;
+        *cap = nc;
+    }
+    memcpy(*key + *len, tmp, (size_t)k + 1);
+    *len += (size_t)k;
+}
+
+kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value *inputs,
+                            const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
+                            struct kiln_plan **out, kiln_error *err) {
+    *out = NULL;
+    struct kiln_plan *p = calloc(1, sizeof *p);
+    if (!p) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
+    kiln_status s = KILN_OK;
+    int32_t nv = g->n_values;
+    p->n_values = nv;
+    p->vals = calloc((size_t)(nv ? nv : 1), sizeof *p->vals);
+    p->kind = calloc((size_t)(nv ? nv : 1), 1);
+    p->alias = malloc((size_t)(nv ? nv : 1) * sizeof *p->alias);
+    p->offset = calloc((size_t)(nv ? nv : 1), sizeof *p->offset);
+    p->steps = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->steps);
+    int32_t *remaining = calloc((size_t)(nv ? nv : 1), sizeof *remaining);
+    size_t klen = 0, kcap = 0;
+    if (!p->vals || !p->kind || !p->alias || !p->offset || !p->steps || !remaining) {
+        s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
+        goto fail;
+    }
+    for (int32_t v = 0; v < nv; v++) {
+        p->alias[v] = -1;
+        remaining[v] = g->values[v].n_consumers;
+        if (g->values[v].is_const) {
+            p->vals[v] = g->values[v].v;
+            p->kind[v] = KILN_VK_CONST;
+        }
+    }
+    for (int32_t i = 0; i < g->n_inputs; i++) {
+        int32_t v = g->inputs[i];
+        p->vals[v] = inputs[i];
+        p->vals[v].data = NULL;
+        p->kind[v] = KILN_VK_INPUT;
+        shape_key_append(&p->key, &klen, &kcap, &inputs[i]);
+    }
+
+    for (int32_t ni = 0; ni < g->n_nodes; ni++) {
+        const struct kiln_node *n = &g->nodes[ni];
+        if (!n->op) {
+            s = kiln_fail(err, KILN_ERR_UNSUPPORTED,
+                          "%s: node '%s': op %s%s%s (opset %lld) is not implemented", o->label,
+                          n->name, *n->domain ? n->domain : "", *n->domain ? "." : "",
+                          n->op_type, (long long)n->opset);
+            goto fail;
+        }
+        if (n->op->flags & KILN_OP_SUBGRAPH) {
+            p->dynamic = true;
+            break;
+        }
+        const struct kiln_value *in[64];
+        struct kiln_value *outv[64];
+        if (n->n_inputs > 64 || n->n_outputs > 64) {
+            s = kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: node '%s' has over 64 inputs or outputs",
+                          o->label, n->name);
+            goto fail;
+        }
+        bool all_known = true;
+        for (int32_t j = 0; j < n->n_inputs; j++) {
+            int32_t v = n->inputs[j];
+            in[j] = v >= 0 ? &p->vals[v] : NULL;
+            if (v >= 0 && !data_known(p, v)) all_known = false;
+        }
+        for (int32_t j = 0; j < n->n_outputs; j++)
+            outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;
+        s = n->op->infer(n, in, n->n_inputs, outv, n->n_outputs, err);
+        if (s == KILN_DYNAMIC) {
+            kiln_error_clear(err);
+            s = KILN_OK;
+            p->dynamic = true;
+            break;
+        }
+        if (s) {
+            if (err && !strstr(err->msg, o->label)) kiln_fail_prefix(err, s, "%s", o->label);
+            goto fail;
+        }
+        for (int32_t j = 0; j < n->n_outputs; j++) {
+            if (!outv[j]) continue;
+            size_t bytes;
+            if (!kiln_value_bytes(outv[j], &bytes) || bytes > o->max_tensor_bytes) {
+                char sh[256];
+                kiln_shape_str(outv[j], sh, sizeof sh);
+                s = kiln_fail(err, KILN_ERR_LIMIT,
+                              "%s: node '%s' (%s) output %d has shape %s, over the tensor size "
+                              "limit of %llu bytes",
+                              o->label, n->name, n->op_type, j, sh,
+                              (unsigned long long)o->max_tensor_bytes);
+                goto fail;
+            }
+            outv[j]->nbytes = bytes;
+        }
+        for (int32_t j = 0; j < n->n_inputs; j++)
+            if (n->inputs[j] >= 0) remaining[root_of(p, n->inputs[j])]--;
+
+        if (all_known && !(n->op->flags & KILN_OP_NO_FOLD)) {
+            /* fold: evaluate now with the reference kernel */
+            for (int32_t j = 0; j < n->n_outputs; j++) {
+                if (!outv[j]) continue;
+                outv[j]->data = kiln_aligned_alloc(outv[j]->nbytes);
+                if (!outv[j]->data) {
+                    s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: folding node '%s'", o->label, n->name);
+                    goto fail;
+                }
+                p->kind[n->outputs[j]] = KILN_VK_FOLDED;
+            }
+            s = n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
+            if (s) goto fail;
+            continue;
+        }
+
+        struct kiln_step *st = &p->steps[p->n_steps++];
+        st->node = ni;
+        for (int32_t j = 0; j < n->n_outputs; j++) {
+            int32_t v = n->outputs[j];
+            if (v < 0) continue;
+            p->kind[v] = KILN_VK_ARENA;
+            remaining[v] = g->values[v].n_consumers;
+        }
+        int32_t v0 = n->n_outputs > 0 ? n->outputs[0] : -1;
+        int32_t i0 = n->n_inputs > 0 ? n->inputs[0] : -1;
+        if (v0 >= 0 && i0 >= 0) {
+            int32_t r = root_of(p, i0);
+            bool inputs_distinct = true;
+            for (int32_t j = 1; j < n->n_inputs; j++)
+                if (n->inputs[j] >= 0 && root_of(p, n->inputs[j]) == r) inputs_distinct = false;
+            if ((n->op->flags & KILN_OP_VIEW) && p->vals[v0].nbytes == p->vals[i0].nbytes &&
+                p->kind[r] != KILN_VK_NONE) {
+                /* a view: same bytes, new shape; its uses extend the root's life */
+                p->kind[v0] = KILN_VK_ALIAS;
+                p->alias[v0] = i0;
+                remaining[r] += g->values[v0].n_consumers;
+            } else if ((n->op->flags & KILN_OP_INPLACE) && p->kind[r] == KILN_VK_ARENA &&
+                       remaining[r] == 0 && inputs_distinct &&
+                       p->vals[v0].nbytes == p->vals[r].nbytes &&
+                       p->vals[v0].dtype == p->vals[i0].dtype) {
+                p->kind[v0] = KILN_VK_ALIAS;
+                p->alias[v0] = i0;
+                remaining[r] += g->values[v0].n_consumers;
+            }
+        }
+        if (n->op->flops) p->flops += n->op->flops(n, in, n->n_inputs, outv, n->n_outputs);
+    }
+    if (!p->dynamic) {
+        s = layout_arena(p, g, o, err);
+        if (s) goto fail;
+        if (o->prepare) {
+            s = prepare_steps(p, g, o, ctx, err);
+            if (s) goto fail;
+        }
+    } else {
+        /* dynamic plans keep only the key; release folded data */
+        for (int32_t v = 0; v < nv; v++)
+            if (p->kind[v] == KILN_VK_FOLDED) {
+                free(p->vals[v].data);
+                p->vals[v].data = NULL;
+                p->kind[v] = KILN_VK_NONE;
+            }
+        p->n_steps = 0;
+    }
+    if (!p->key) p->key = strdup("");
+    free(remaining);
+    *out = p;
+    return KILN_OK;
+fail:
+    free(remaining);
+    kiln_plan_free(p);
+    return s;
+}

@@ -1,0 +1,67 @@
+/*
+ * plan.h — a static execution plan for one concrete set of input shapes.
+ *
+ * Planning runs shape inference over the graph with the caller's shapes,
+ * evaluates every node whose inputs are all known (constants, and shape
+ * sub-graphs such as Shape→Gather→Concat→Reshape once input shapes are
+ * known), and lays the remaining intermediate values out in one arena by
+ * liveness: buffers whose lifetimes do not overlap share bytes, views
+ * (Reshape/Flatten/Squeeze/Unsqueeze/Identity) take no bytes, and elementwise
+ * ops write in place over an input that dies at that op.
+ *
+ * When a node's output shape depends on data only known at run time
+ * (NonZero, NonMaxSuppression, ...) or a node runs subgraphs, the plan is
+ * marked dynamic and the session executes node by node instead.
+ */
+#ifndef KILN_PLAN_PLAN_H
+#define KILN_PLAN_PLAN_H
+
+#include "ops/op.h"
+
+enum kiln_value_kind {
+    KILN_VK_NONE = 0,
+    KILN_VK_CONST,    /* model constant: data in the graph */
+    KILN_VK_FOLDED,   /* computed at plan time: data owned by the plan */
+    KILN_VK_INPUT,    /* caller's input: bound per run */
+    KILN_VK_ARENA,    /* intermediate: arena + offset */
+    KILN_VK_ALIAS,    /* same bytes as value `alias` (views, in-place) */
+};
+
+struct kiln_step {
+    int32_t node;
+    struct kiln_kernel kernel;   /* run == NULL: the op's reference exec */
+};
+
+struct kiln_plan {
+    char    *key;                /* input shape signature */
+    bool     dynamic;            /* execute node by node (see above) */
+    int32_t  n_values;
+    struct kiln_value *vals;     /* dtype/shape of every value; data bound per run */
+    uint8_t *kind;               /* enum kiln_value_kind per value */
+    int32_t *alias;              /* KILN_VK_ALIAS: the value whose bytes it uses */
+    size_t  *offset;             /* KILN_VK_ARENA: byte offset in the arena */
+    int32_t  n_steps;
+    struct kiln_step *steps;
+    size_t   arena_bytes;
+    double   flops;
+};
+
+struct kiln_plan_options {
+    int32_t  prepare;            /* 1: build fast kernels (prepare) */
+    uint64_t max_arena_bytes;
+    uint64_t max_tensor_bytes;
+    const char *label;
+};
+
+/* Builds a plan for graph g with the given input shapes (inputs[i] binds
+ * g->inputs[i]; data is not read). On KILN_OK *out is set; a dynamic plan
+ * has no steps. */
+kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value *inputs,
+                            const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
+                            struct kiln_plan **out, kiln_error *err);
+void kiln_plan_free(struct kiln_plan *p);
+
+/* Allocates (64-byte aligned) storage for v->nbytes; NULL on failure. */
+void *kiln_aligned_alloc(size_t bytes);
+
+#endif

@@ -1,0 +1,210 @@
+/* model.c — loading a model and describing it. */
+#include "runtime/model.h"
+#include "base/status.h"
+#include "ops/op.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KILN_DEFAULT_MAX_TENSOR (4ull << 30)
+#define KILN_DEFAULT_MAX_ARENA (16ull << 30)
+#define KILN_MAX_MODEL_FILE (8ull << 30)
+
+kiln_load_options kiln_load_options_default(void) {
+    kiln_load_options o = {.size = sizeof o,
+                           .max_tensor_bytes = KILN_DEFAULT_MAX_TENSOR,
+                           .max_arena_bytes = KILN_DEFAULT_MAX_ARENA};
+    return o;
+}
+
+static kiln_load_options resolve_opts(const kiln_load_options *opts) {
+    kiln_load_options o = kiln_load_options_default();
+    if (opts) {
+        if (opts->max_tensor_bytes) o.max_tensor_bytes = opts->max_tensor_bytes;
+        if (opts->max_arena_bytes) o.max_arena_bytes = opts->max_arena_bytes;
+    }
+    return o;
+}
+
+/* Declared input shapes are checked now, so an impossible model fails at load. */
+static kiln_status check_inputs(const struct kiln_model *m, kiln_error *err) {
+    const struct kiln_graph *g = m->onnx.graph;
+    for (int32_t i = 0; i < g->n_inputs; i++) {
+        const struct kiln_value_info *vi = &g->values[g->inputs[i]];
+        if (!vi->has_shape || vi->v.dtype == KILN_DTYPE_UNDEFINED) continue;
+        uint64_t bytes = kiln_dtype_size(vi->v.dtype);
+        for (int32_t r = 0; r < vi->v.rank; r++) {
+            if (vi->v.dims[r] < 0) continue;
+            if (kiln_mul_overflow_u64(bytes, (uint64_t)vi->v.dims[r], &bytes))
+                return kiln_fail(err, KILN_ERR_LIMIT,
+                                 "%s: input '%s': declared shape overflows a 64-bit size",
+                                 m->label, vi->name);
+        }
+        if (bytes > m->opts.max_tensor_bytes)
+            return kiln_fail(err, KILN_ERR_LIMIT,
+                             "%s: input '%s': declared shape needs %llu bytes, over the limit of "
+                             "%llu",
+                             m->label, vi->name, (unsigned long long)bytes,
+                             (unsigned long long)m->opts.max_tensor_bytes);
+    }
+    return KILN_OK;
+}
+
+static kiln_status load_common(const uint8_t *buf, size_t len, const char *dir, const char *label,
+                               const kiln_load_options *opts, kiln_model **out, kiln_error *err) {
+    struct kiln_model *m = calloc(1, sizeof *m);
+    if (!m) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: model", label);
+    m->opts = resolve_opts(opts);
+    m->label = strdup(label);
+    if (!m->label) {
+        free(m);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s", label);
+    }
+    struct kiln_import_limits lim = {.max_tensor_bytes = m->opts.max_tensor_bytes};
+    kiln_status s = kiln_onnx_import(buf, len, dir, label, &lim, &m->onnx, err);
+    if (!s) s = check_inputs(m, err);
+    if (s) {
+        kiln_model_free(m);
+        return s;
+    }
+    for (int32_t i = 0; i < m->onnx.n_opsets; i++) {
+        const char *d = m->onnx.opsets[i].domain;
+        if (!*d || !strcmp(d, "ai.onnx")) m->opset = m->onnx.opsets[i].version;
+    }
+    *out = m;
+    return KILN_OK;
+}
+
+kiln_status kiln_model_load(const char *path, const kiln_load_options *opts, kiln_model **out,
+                            kiln_error *err) {
+    kiln_error_clear(err);
+    if (!path || !out) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_load: NULL argument");
+    *out = NULL;
+    uint8_t *buf;
+    size_t len;
+    kiln_status s = kiln_read_file(path, KILN_MAX_MODEL_FILE, &buf, &len, err);
+    if (s) return s;
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    s = load_common(buf, len, dirname(tmp), path, opts, out, err);
+    free(buf);
+    return s;
+}
+
+kiln_status kiln_model_load_buffer(const void *data, size_t size, const char *label,
+                                   const kiln_load_options *opts, kiln_model **out,
+                                   kiln_error *err) {
+    kiln_error_clear(err);
+    if (!data || !out) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_load_buffer: NULL argument");
+    *out = NULL;
+    return load_common(data, size, NULL, label ? label : "<memory>", opts, out, err);
+}
+
+void kiln_model_free(kiln_model *m) {
+    if (!m) return;
+    kiln_onnx_model_clear(&m->onnx);
+    free(m->label);
+    free(m);
+}
+
+int32_t kiln_model_n_inputs(const kiln_model *m) { return m ? m->onnx.graph->n_inputs : 0; }
+int32_t kiln_model_n_outputs(const kiln_model *m) { return m ? m->onnx.graph->n_outputs : 0; }
+int64_t kiln_model_opset(const kiln_model *m) { return m ? m->opset : 0; }
+
+static void fill_info(const struct kiln_value_info *vi, kiln_tensor_info *info) {
+    memset(info, 0, sizeof *info);
+    info->name = vi->name;
+    info->dtype = vi->v.dtype;
+    info->rank = vi->has_shape ? vi->v.rank : -1;
+    for (int32_t r = 0; r < vi->v.rank && r < KILN_MAX_RANK; r++) {
+        info->dims[r] = vi->v.dims[r];
+        info->dim_names[r] = vi->dim_names[r];
+    }
+}
+
+kiln_status kiln_model_input(const kiln_model *m, int32_t i, kiln_tensor_info *info) {
+    if (!m || !info || i < 0 || i >= m->onnx.graph->n_inputs) return KILN_ERR_INVALID_ARG;
+    fill_info(&m->onnx.graph->values[m->onnx.graph->inputs[i]], info);
+    return KILN_OK;
+}
+
+kiln_status kiln_model_output(const kiln_model *m, int32_t i, kiln_tensor_info *info) {
+    if (!m || !info || i < 0 || i >= m->onnx.graph->n_outputs) return KILN_ERR_INVALID_ARG;
+    fill_info(&m->onnx.graph->values[m->onnx.graph->outputs[i]], info);
+    return KILN_OK;
+}
+
+static void graph_stats(const struct kiln_graph *g, kiln_model_stats *st) {
+    for (int32_t i = 0; i < g->n_values; i++)
+        if (g->values[i].is_const) {
+            st->n_params += kiln_value_numel(&g->values[i].v);
+            st->param_bytes += (int64_t)g->values[i].v.nbytes;
+        }
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        st->n_nodes++;
+        if (!g->nodes[i].op) st->n_unsupported++;
+        for (int32_t a = 0; a < g->nodes[i].n_attrs; a++)
+            if (g->nodes[i].attrs[a].g) graph_stats(g->nodes[i].attrs[a].g, st);
+    }
+}
+
+kiln_status kiln_model_stats_get(const kiln_model *m, kiln_model_stats *st) {
+    if (!m || !st) return KILN_ERR_INVALID_ARG;
+    memset(st, 0, sizeof *st);
+    graph_stats(m->onnx.graph, st);
+    return KILN_OK;
+}
+
+struct hist_entry {
+    const char *domain, *op;
+    int64_t count;
+    int supported;
+};
+
+static void hist_collect(const struct kiln_graph *g, struct hist_entry **h, int *n, int *cap) {
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *nd = &g->nodes[i];
+        int j;
+        for (j = 0; j < *n; j++)
+            if (!strcmp((*h)[j].op, nd->op_type) && !strcmp((*h)[j].domain, nd->domain)) break;
+        if (j == *n) {
+            if (*n == *cap) {
+                int nc = *cap ? *cap * 2 : 32;
+                struct hist_entry *nh = realloc(*h, (size_t)nc * sizeof *nh);
+                if (!nh) return;
+                *h = nh;
+                *cap = nc;
+            }
+            (*h)[j] = (struct hist_entry){nd->domain, nd->op_type, 0, nd->op != NULL};
+            (*n)++;
+        }
+        (*h)[j].count++;
+        for (int32_t a = 0; a < nd->n_attrs; a++)
+            if (nd->attrs[a].g) hist_collect(nd->attrs[a].g, h, n, cap);
+    }
+}
+
+void kiln_model_op_histogram(const kiln_model *m, kiln_op_count_fn fn, void *user) {
+    if (!m || !fn) return;
+    struct hist_entry *h = NULL;
+    int n = 0, cap = 0;
+    hist_collect(m->onnx.graph, &h, &n, &cap);
+    for (int i = 0; i < n; i++) fn(h[i].domain, h[i].op, h[i].count, h[i].supported, user);
+    free(h);
+}
+
+static void unsupported_walk(const struct kiln_graph *g, kiln_unsupported_fn fn, void *user) {
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *nd = &g->nodes[i];
+        if (!nd->op) fn(nd->name, nd->domain, nd->op_type, nd->opset, user);
+        for (int32_t a = 0; a < nd->n_attrs; a++)
+            if (nd->attrs[a].g) unsupported_walk(nd->attrs[a].g, fn, user);
+    }
+}
+
+void kiln_model_unsupported(const kiln_model *m, kiln_unsupported_fn fn, void *user) {
+    if (m && fn) unsupported_walk(m->onnx.graph, fn, user);
+}

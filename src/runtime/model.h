@@ -1,0 +1,15 @@
+/* model.h — the loaded, immutable model shared by sessions. */
+#ifndef KILN_RUNTIME_MODEL_H
+#define KILN_RUNTIME_MODEL_H
+
+#include "kiln.h"
+#include "onnx/import.h"
+
+struct kiln_model {
+    struct kiln_onnx_model onnx;   /* graph owns every weight: one copy per model */
+    char  *label;                  /* path or caller label, for messages */
+    kiln_load_options opts;
+    int64_t opset;                 /* default-domain opset */
+};
+
+#endif
