@@ -706,9 +706,363 @@ static kiln_status gemm_prepare(const struct kiln_node *n, struct kiln_exec_ctx 
 }
 
 /* ------------------------------------------------------------------------ */
+/* MatMulInteger                                                             */
+
+static bool i8ish(kiln_dtype t) { return t == KILN_DTYPE_UINT8 || t == KILN_DTYPE_INT8; }
+
+/* zero point: scalar (numel 1) or one per row of A (len M) / column of B (len N) */
+static kiln_status mmi_zp_ok(const struct kiln_node *n, const struct kiln_value *zp,
+                             const struct kiln_value *of, int64_t len, const char *what,
+                             kiln_error *err) {
+    if (!zp) return KILN_OK;
+    if (zp->dtype != of->dtype)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "%s type %s differs from its input's %s", what,
+                            kiln_dtype_name(zp->dtype), kiln_dtype_name(of->dtype));
+    int64_t cnt = kiln_value_numel(zp);
+    if (cnt == 1 || (cnt == len && zp->rank <= 2)) return KILN_OK;
+    return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n,
+                        "%s: expected a scalar or %lld per-%s values, got %lld elements", what,
+                        (long long)len, what[0] == 'a' ? "row" : "column", (long long)cnt);
+}
+
+static kiln_status mmi_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                             int n_in, struct kiln_value *const *out, int n_out,
+                             kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 4, err);
+    if (st) return st;
+    if (!i8ish(in[0]->dtype) || !i8ish(in[1]->dtype))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected uint8/int8 A and B, got %s and %s",
+                            kiln_dtype_name(in[0]->dtype), kiln_dtype_name(in[1]->dtype));
+    struct mm_shape s;
+    if ((st = mm_analyze(n, in[0], in[1], &s, err))) return st;
+    if ((st = mmi_zp_ok(n, n_in > 2 ? in[2] : NULL, in[0], s.M, "a_zero_point", err)) ||
+        (st = mmi_zp_ok(n, n_in > 3 ? in[3] : NULL, in[1], s.N, "b_zero_point", err)))
+        return st;
+    kiln_value_set_shape(out[0], KILN_DTYPE_INT32, s.out_rank, s.out_dims);
+    return KILN_OK;
+}
+
+static kiln_status mmi_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                            const struct kiln_value *const *in, int n_in,
+                            struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct mm_shape s;
+    kiln_status st = mm_analyze(n, in[0], in[1], &s, err);
+    if (st) return st;
+    if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    const struct kiln_value *a = in[0], *b = in[1];
+    const struct kiln_value *az = n_in > 2 ? in[2] : NULL, *bz = n_in > 3 ? in[3] : NULL;
+    int64_t M = s.M, N = s.N, K = s.K;
+    int64_t *aoff = mm_batch_offsets(&s, a, M * K), *boff = mm_batch_offsets(&s, b, K * N);
+    int32_t *bs = malloc((size_t)(K * N > 0 ? K * N : 1) * sizeof *bs);
+    if (!aoff || !boff || !bs) {
+        free(aoff);
+        free(boff);
+        free(bs);
+        return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for matmul scratch");
+    }
+    bool a_row = az && kiln_value_numel(az) > 1, b_col = bz && kiln_value_numel(bz) > 1;
+    int32_t *o = out[0]->data;
+    for (int64_t bt = 0; bt < s.nbatch; bt++) {
+        /* B with its zero point removed, as int32 [K, N] */
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < N; j++)
+                bs[k * N + j] = (int32_t)(kiln_value_get_int(b, boff[bt] + k * N + j) -
+                                          (bz ? kiln_value_get_int(bz, b_col ? j : 0) : 0));
+#pragma omp parallel for schedule(static) if (M * N * K > 32768)
+        for (int64_t i = 0; i < M; i++) {
+            int32_t azp = az ? (int32_t)kiln_value_get_int(az, a_row ? i : 0) : 0;
+            int32_t *row = o + (bt * M + i) * N;
+            for (int64_t j = 0; j < N; j++) row[j] = 0;
+            for (int64_t k = 0; k < K; k++) {
+                int32_t av = (int32_t)kiln_value_get_int(a, aoff[bt] + i * K + k) - azp;
+                const int32_t *br = bs + k * N;
+                for (int64_t j = 0; j < N; j++) row[j] += av * br[j];
+            }
+        }
+    }
+    free(aoff);
+    free(boff);
+    free(bs);
+    return KILN_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Einsum: a generic contraction. Each label gets, per input, the sum of the
+ * strides of the dims it names (repeated labels = diagonals; broadcast
+ * ellipsis dims of size 1 = stride 0); outputs are computed independently,
+ * summed labels in row-major order. */
+
+#define EIN_LETTERS 52
+#define EIN_MAX_LABELS (EIN_LETTERS + KILN_MAX_RANK)
+#define EIN_MAX_IN 16
+
+struct ein {
+    int     n_in;
+    int64_t dim[EIN_MAX_LABELS];          /* -1: unused */
+    int64_t stride[EIN_MAX_IN][EIN_MAX_LABELS];
+    int     out_rank;
+    int     out_lab[KILN_MAX_RANK];
+    int     n_sum;
+    int     sum_lab[EIN_MAX_LABELS];
+};
+
+static int ein_letter(char c) {
+    if (c >= 'a' && c <= 'z') return c - 'a';
+    if (c >= 'A' && c <= 'Z') return 26 + (c - 'A');
+    return -1;
+}
+
+static kiln_status ein_parse(const struct kiln_node *n, const struct kiln_value *const *in,
+                             int n_in, struct ein *e, kiln_error *err) {
+    memset(e, 0, sizeof *e);
+    const char *eq = kiln_attr_string(n, "equation", NULL);
+    if (!eq) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing 'equation'");
+    if (n_in < 1 || n_in > EIN_MAX_IN)
+        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "expected 1 to %d inputs, got %d",
+                            EIN_MAX_IN, n_in);
+    e->n_in = n_in;
+    for (int l = 0; l < EIN_MAX_LABELS; l++) e->dim[l] = -1;
+    const char *arrow = strstr(eq, "->");
+    size_t lhs_len = arrow ? (size_t)(arrow - eq) : strlen(eq);
+    int count[EIN_MAX_LABELS] = {0};
+    int ell_rank = 0, have_ell = 0;
+    /* pass 1: ellipsis ranks */
+    int term = 0;
+    int n_letters[EIN_MAX_IN] = {0}, has_ell[EIN_MAX_IN] = {0};
+    for (size_t p = 0; p <= lhs_len; p++) {
+        char c = p < lhs_len ? eq[p] : ',';
+        if (c == ',') {
+            if (term >= n_in)
+                return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                                    "equation '%s' has more terms than the %d inputs", eq, n_in);
+            term++;
+        } else if (c == '.') {
+            if (p + 2 >= lhs_len + 1 || eq[p + 1] != '.' || eq[p + 2] != '.' || has_ell[term])
+                return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "bad ellipsis in '%s'", eq);
+            has_ell[term] = 1;
+            p += 2;
+        } else if (ein_letter(c) >= 0) {
+            n_letters[term]++;
+        } else if (c != ' ') {
+            return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "bad character '%c' in equation '%s'", c,
+                                eq);
+        }
+    }
+    if (term != n_in)
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "equation '%s' has %d terms for %d inputs",
+                            eq, term, n_in);
+    for (int i = 0; i < n_in; i++) {
+        int er = in[i]->rank - n_letters[i];
+        if (er < 0 || (!has_ell[i] && er != 0))
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                "input %d has rank %d but its term names %d dims", i, in[i]->rank,
+                                n_letters[i]);
+        if (er > ell_rank) ell_rank = er;
+        if (has_ell[i]) have_ell = 1;
+    }
+    /* pass 2: bind dims to labels */
+    term = 0;
+    int dpos = 0;
+    int64_t tmp_dim[EIN_MAX_IN][EIN_MAX_LABELS];
+    for (int i = 0; i < n_in; i++)
+        for (int l = 0; l < EIN_MAX_LABELS; l++) tmp_dim[i][l] = -1;
+    int64_t istr[KILN_MAX_RANK];
+    kiln_strides(in[0]->rank, in[0]->dims, istr);
+    for (size_t p = 0; p <= lhs_len; p++) {
+        char c = p < lhs_len ? eq[p] : ',';
+        const struct kiln_value *v = in[term];
+        if (c == ',') {
+            term++;
+            dpos = 0;
+            if (term < n_in) kiln_strides(in[term]->rank, in[term]->dims, istr);
+            continue;
+        }
+        if (c == ' ') continue;
+        int labs[KILN_MAX_RANK], nl = 0;
+        if (c == '.') {
+            int er = v->rank - n_letters[term];
+            for (int k = 0; k < er; k++) labs[nl++] = EIN_LETTERS + (ell_rank - er + k);
+            p += 2;
+        } else {
+            labs[nl++] = ein_letter(c);
+            count[labs[0]]++;
+        }
+        for (int k = 0; k < nl; k++, dpos++) {
+            int l = labs[k];
+            int64_t d = v->dims[dpos];
+            if (tmp_dim[term][l] >= 0 && tmp_dim[term][l] != d)
+                return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                    "input %d repeats a label over dims %lld and %lld", term,
+                                    (long long)tmp_dim[term][l], (long long)d);
+            tmp_dim[term][l] = d;
+            e->stride[term][l] += istr[dpos];
+        }
+    }
+    for (int l = 0; l < EIN_MAX_LABELS; l++)
+        for (int i = 0; i < n_in; i++) {
+            int64_t d = tmp_dim[i][l];
+            if (d < 0) continue;
+            if (e->dim[l] < 0 || e->dim[l] == 1) e->dim[l] = d;
+            else if (d != e->dim[l] && !(d == 1 && l >= EIN_LETTERS))
+                return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                    "label '%c' has sizes %lld and %lld",
+                                    l < 26 ? 'a' + l : l < 52 ? 'A' + l - 26 : '.',
+                                    (long long)e->dim[l], (long long)d);
+        }
+    /* broadcast ellipsis dims of size 1: stride 0 */
+    for (int i = 0; i < n_in; i++)
+        for (int l = EIN_LETTERS; l < EIN_MAX_LABELS; l++)
+            if (tmp_dim[i][l] == 1 && e->dim[l] > 1) e->stride[i][l] = 0;
+    /* output labels */
+    int in_out[EIN_MAX_LABELS] = {0};
+    if (arrow) {
+        const char *o = arrow + 2;
+        int seen_ell = 0;
+        for (; *o; o++) {
+            if (*o == ' ') continue;
+            if (*o == '.') {
+                if (o[1] != '.' || o[2] != '.' || seen_ell)
+                    return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "bad output ellipsis in '%s'",
+                                        eq);
+                seen_ell = 1;
+                o += 2;
+                for (int k = 0; k < ell_rank; k++) {
+                    if (e->out_rank >= KILN_MAX_RANK)
+                        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "output rank too large");
+                    e->out_lab[e->out_rank++] = EIN_LETTERS + k;
+                    in_out[EIN_LETTERS + k] = 1;
+                }
+                continue;
+            }
+            int l = ein_letter(*o);
+            if (l < 0 || e->dim[l] < 0 || in_out[l])
+                return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                                    "output label '%c' is unknown or repeated in '%s'", *o, eq);
+            if (e->out_rank >= KILN_MAX_RANK)
+                return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "output rank too large");
+            e->out_lab[e->out_rank++] = l;
+            in_out[l] = 1;
+        }
+    } else {
+        for (int k = 0; k < ell_rank; k++) {
+            e->out_lab[e->out_rank++] = EIN_LETTERS + k;
+            in_out[EIN_LETTERS + k] = 1;
+        }
+        /* letters used once, in ASCII order (upper case first) */
+        for (int pass = 0; pass < 2; pass++)
+            for (int k = 0; k < 26; k++) {
+                int l = pass == 0 ? 26 + k : k;
+                if (count[l] == 1) {
+                    if (e->out_rank >= KILN_MAX_RANK)
+                        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "output rank too large");
+                    e->out_lab[e->out_rank++] = l;
+                    in_out[l] = 1;
+                }
+            }
+    }
+    (void)have_ell;
+    for (int l = 0; l < EIN_MAX_LABELS; l++)
+        if (e->dim[l] >= 0 && !in_out[l]) e->sum_lab[e->n_sum++] = l;
+    return KILN_OK;
+}
+
+static kiln_status einsum_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                                int n_in, struct kiln_value *const *out, int n_out,
+                                kiln_error *err) {
+    if (n_in < 1) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected at least one input");
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is missing", i);
+        if (in[i]->dtype != in[0]->dtype ||
+            !(kiln_dtype_is_float(in[i]->dtype) || kiln_dtype_is_int(in[i]->dtype)))
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                "expected inputs of one numeric type, input %d is %s", i,
+                                kiln_dtype_name(in[i]->dtype));
+    }
+    struct ein *e = malloc(sizeof *e);
+    if (!e) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
+    kiln_status st = ein_parse(n, in, n_in, e, err);
+    if (!st) {
+        int64_t dims[KILN_MAX_RANK];
+        for (int k = 0; k < e->out_rank; k++) dims[k] = e->dim[e->out_lab[k]];
+        st = check_numel(n, e->out_rank, dims, err);
+        if (!st) kiln_value_set_shape(out[0], in[0]->dtype, e->out_rank, dims);
+    }
+    free(e);
+    return st;
+}
+
+static kiln_status einsum_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                               const struct kiln_value *const *in, int n_in,
+                               struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct ein *e = malloc(sizeof *e);
+    if (!e) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
+    kiln_status st = ein_parse(n, in, n_in, e, err);
+    if (st) {
+        free(e);
+        return st;
+    }
+    int64_t on = kiln_value_numel(out[0]), sn = 1;
+    for (int k = 0; k < e->n_sum; k++) sn *= e->dim[e->sum_lab[k]];
+    bool is_f = kiln_dtype_is_float(out[0]->dtype);
+    bool all_f32 = out[0]->dtype == KILN_DTYPE_FLOAT, all_f64 = out[0]->dtype == KILN_DTYPE_DOUBLE;
+#pragma omp parallel for schedule(static) if (on > 1 && (double)on * (double)sn > 32768)
+    for (int64_t o = 0; o < on; o++) {
+        int64_t base[EIN_MAX_IN] = {0}, r = o;
+        for (int k = e->out_rank - 1; k >= 0; k--) {
+            int l = e->out_lab[k];
+            int64_t idx = r % e->dim[l];
+            r /= e->dim[l];
+            for (int i = 0; i < e->n_in; i++) base[i] += idx * e->stride[i][l];
+        }
+        double accf = 0;
+        uint64_t acci = 0;
+        for (int64_t s = 0; s < sn; s++) {
+            int64_t off[EIN_MAX_IN], rr = s;
+            for (int i = 0; i < e->n_in; i++) off[i] = base[i];
+            for (int k = e->n_sum - 1; k >= 0; k--) {
+                int l = e->sum_lab[k];
+                int64_t idx = rr % e->dim[l];
+                rr /= e->dim[l];
+                for (int i = 0; i < e->n_in; i++) off[i] += idx * e->stride[i][l];
+            }
+            if (all_f32) {
+                double p = 1;
+                for (int i = 0; i < e->n_in; i++) p *= ((const float *)in[i]->data)[off[i]];
+                accf += p;
+            } else if (all_f64) {
+                double p = 1;
+                for (int i = 0; i < e->n_in; i++) p *= ((const double *)in[i]->data)[off[i]];
+                accf += p;
+            } else if (is_f) {
+                double p = 1;
+                for (int i = 0; i < e->n_in; i++) p *= kiln_value_get_f64(in[i], off[i]);
+                accf += p;
+            } else {
+                uint64_t p = 1;
+                for (int i = 0; i < e->n_in; i++) p *= (uint64_t)kiln_value_get_int(in[i], off[i]);
+                acci += p;
+            }
+        }
+        if (is_f) kiln_value_set_f64(out[0], o, accf);
+        else if (out[0]->dtype == KILN_DTYPE_INT64 || out[0]->dtype == KILN_DTYPE_UINT64)
+            ((uint64_t *)out[0]->data)[o] = acci;
+        else if (out[0]->dtype == KILN_DTYPE_INT32 || out[0]->dtype == KILN_DTYPE_UINT32)
+            ((uint32_t *)out[0]->data)[o] = (uint32_t)acci;
+        else if (out[0]->dtype == KILN_DTYPE_INT16 || out[0]->dtype == KILN_DTYPE_UINT16)
+            ((uint16_t *)out[0]->data)[o] = (uint16_t)acci;
+        else
+            ((uint8_t *)out[0]->data)[o] = (uint8_t)acci;
+    }
+    free(e);
+    return KILN_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 
 const struct kiln_op_def kiln_ops_matmul[] = {
     {"MatMul", NULL, 1, 0, matmul_infer, matmul_exec, matmul_prepare, matmul_flops},
     {"Gemm", NULL, 1, 0, gemm_infer, gemm_exec, gemm_prepare, gemm_flops},
+    {"MatMulInteger", NULL, 10, 0, mmi_infer, mmi_exec, NULL, matmul_flops},
+    {"Einsum", NULL, 12, 0, einsum_infer, einsum_exec, NULL, NULL},
     {0},
 };
