@@ -1058,11 +1058,449 @@ static kiln_status einsum_exec(const struct kiln_node *n, struct kiln_exec_ctx *
 }
 
 /* ------------------------------------------------------------------------ */
+/* Attention (opset 23/24)                                                   */
+/*
+ * Inputs Q, K, V, attn_mask?, past_key?, past_value?, nonpad_kv_seqlen? (24).
+ * 4-D: Q [B,Hq,Sq,D], K [B,Hkv,Skv,D], V [B,Hkv,Skv,Dv]; 3-D: [B,S,H*D] with
+ * q_num_heads / kv_num_heads. Hq must be a multiple of Hkv (grouped-query:
+ * query head h reads kv head h / (Hq/Hkv)). For each query row:
+ *   s = scale * q.k  ->  softcap  ->  + mask (bool: keep/-inf, float: add;
+ *   columns past the mask's last dim are -inf) + causal + key padding
+ *   ->  softmax  ->  y = p.V
+ * qk_matmul_output_mode picks which stage output 3 holds: 0/1 the (softcapped)
+ * product, 2 after the mask, 3 the softmax. A fully masked row yields zeros.
+ */
+
+struct attn_dims {
+    int     three_d;
+    int64_t B, Hq, Hkv, Sq, Skv, D, Dv, P, total;
+};
+
+static kiln_status attn_analyze(const struct kiln_node *n, const struct kiln_value *const *in,
+                                int n_in, struct attn_dims *a, kiln_error *err) {
+    memset(a, 0, sizeof *a);
+    int max_in = n->opset >= 24 ? 7 : 6;
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, max_in, err);
+    if (st) return st;
+    const struct kiln_value *q = in[0], *k = in[1], *v = in[2];
+    kiln_dtype dt = q->dtype;
+    if (!kiln_dtype_is_float(dt) || k->dtype != dt || v->dtype != dt)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected Q, K, V of one float type, got %s, %s, %s",
+                            kiln_dtype_name(q->dtype), kiln_dtype_name(k->dtype),
+                            kiln_dtype_name(v->dtype));
+    if (q->rank != k->rank || q->rank != v->rank || (q->rank != 3 && q->rank != 4))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "expected Q, K, V all 3-D or all 4-D, got ranks %d, %d, %d", q->rank,
+                            k->rank, v->rank);
+    a->B = q->dims[0];
+    if (k->dims[0] != a->B || v->dims[0] != a->B)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "Q, K, V batch sizes differ");
+    if (q->rank == 3) {
+        a->three_d = 1;
+        a->Hq = kiln_attr_int(n, "q_num_heads", 0);
+        a->Hkv = kiln_attr_int(n, "kv_num_heads", 0);
+        if (a->Hq <= 0 || a->Hkv <= 0)
+            return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                                "3-D inputs need positive q_num_heads and kv_num_heads");
+        if (q->dims[2] % a->Hq || k->dims[2] % a->Hkv || v->dims[2] % a->Hkv)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                "hidden sizes %lld/%lld/%lld are not multiples of the head counts",
+                                (long long)q->dims[2], (long long)k->dims[2], (long long)v->dims[2]);
+        a->Sq = q->dims[1];
+        a->Skv = k->dims[1];
+        a->D = q->dims[2] / a->Hq;
+        if (k->dims[2] / a->Hkv != a->D)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "Q and K head sizes differ");
+        a->Dv = v->dims[2] / a->Hkv;
+        if (v->dims[1] != a->Skv)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "K and V sequence lengths differ");
+    } else {
+        a->Hq = q->dims[1];
+        a->Hkv = k->dims[1];
+        a->Sq = q->dims[2];
+        a->Skv = k->dims[2];
+        a->D = q->dims[3];
+        a->Dv = v->dims[3];
+        if (k->dims[3] != a->D)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "Q and K head sizes differ (%lld vs %lld)",
+                                (long long)a->D, (long long)k->dims[3]);
+        if (v->dims[1] != a->Hkv || v->dims[2] != a->Skv)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "K and V heads or sequence lengths differ");
+    }
+    if (a->Hkv <= 0 || a->Hq % a->Hkv)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "q heads (%lld) must be a multiple of kv heads (%lld)",
+                            (long long)a->Hq, (long long)a->Hkv);
+    const struct kiln_value *pk = n_in > 4 ? in[4] : NULL, *pv = n_in > 5 ? in[5] : NULL;
+    if ((pk == NULL) != (pv == NULL))
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "past_key and past_value go together");
+    if (pk) {
+        if (pk->dtype != dt || pv->dtype != dt || pk->rank != 4 || pv->rank != 4 ||
+            pk->dims[0] != a->B || pk->dims[1] != a->Hkv || pk->dims[3] != a->D ||
+            pv->dims[0] != a->B || pv->dims[1] != a->Hkv || pv->dims[3] != a->Dv ||
+            pv->dims[2] != pk->dims[2])
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                "expected past_key [%lld,%lld,P,%lld] and past_value "
+                                "[%lld,%lld,P,%lld]",
+                                (long long)a->B, (long long)a->Hkv, (long long)a->D,
+                                (long long)a->B, (long long)a->Hkv, (long long)a->Dv);
+        a->P = pk->dims[2];
+    }
+    a->total = a->P + a->Skv;
+    const struct kiln_value *m = n_in > 3 ? in[3] : NULL;
+    if (m) {
+        if (m->dtype != KILN_DTYPE_BOOL && m->dtype != dt)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "attn_mask must be bool or %s, got %s",
+                                kiln_dtype_name(dt), kiln_dtype_name(m->dtype));
+        if (m->rank < 1 || m->rank > 4)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "attn_mask rank %d not in 1..4", m->rank);
+        int64_t want[4] = {a->B, a->Hq, a->Sq, a->total};
+        for (int32_t i = 0; i < m->rank; i++) {
+            int64_t d = m->dims[i], w = want[4 - m->rank + i];
+            bool last = i == m->rank - 1;
+            if (!(d == w || d == 1 || (last && d <= w)))
+                return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                    "attn_mask dim %d is %lld, expected 1 or %lld", i,
+                                    (long long)d, (long long)w);
+        }
+    }
+    const struct kiln_value *nk = n_in > 6 ? in[6] : NULL;
+    if (nk && (!kiln_dtype_is_int(nk->dtype) || kiln_value_numel(nk) != a->B))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "nonpad_kv_seqlen must be int64 [%lld]",
+                            (long long)a->B);
+    int64_t chk[4] = {a->B, a->Hq, a->Sq, a->total};
+    if ((st = check_numel(n, 4, chk, err))) return st;
+    int64_t chk2[4] = {a->B, a->Hq, a->Sq, a->Dv};
+    return check_numel(n, 4, chk2, err);
+}
+
+static kiln_status attention_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                                   int n_in, struct kiln_value *const *out, int n_out,
+                                   kiln_error *err) {
+    struct attn_dims a;
+    kiln_status st = attn_analyze(n, in, n_in, &a, err);
+    if (st) return st;
+    int64_t mode = kiln_attr_int(n, "qk_matmul_output_mode", 0);
+    if (mode < 0 || mode > 3)
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "qk_matmul_output_mode %lld not in 0..3",
+                            (long long)mode);
+    kiln_dtype dt = in[0]->dtype;
+    if (a.three_d) {
+        int64_t d[3] = {a.B, a.Sq, a.Hq * a.Dv};
+        kiln_value_set_shape(out[0], dt, 3, d);
+    } else {
+        int64_t d[4] = {a.B, a.Hq, a.Sq, a.Dv};
+        kiln_value_set_shape(out[0], dt, 4, d);
+    }
+    int64_t pk[4] = {a.B, a.Hkv, a.total, a.D}, pv[4] = {a.B, a.Hkv, a.total, a.Dv};
+    int64_t qk[4] = {a.B, a.Hq, a.Sq, a.total};
+    if (n_out > 1 && out[1]) kiln_value_set_shape(out[1], dt, 4, pk);
+    if (n_out > 2 && out[2]) kiln_value_set_shape(out[2], dt, 4, pv);
+    if (n_out > 3 && out[3]) kiln_value_set_shape(out[3], dt, 4, qk);
+    return KILN_OK;
+}
+
+/* float32 copy of any float tensor */
+static float *attn_load(const struct kiln_value *v) {
+    int64_t cnt = kiln_value_numel(v);
+    float *f = malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof *f);
+    if (!f) return NULL;
+    if (v->dtype == KILN_DTYPE_FLOAT) memcpy(f, v->data, (size_t)cnt * sizeof *f);
+    else
+        for (int64_t i = 0; i < cnt; i++) f[i] = (float)kiln_value_get_f64(v, i);
+    return f;
+}
+
+static void attn_store(struct kiln_value *v, const float *f, int64_t cnt) {
+    if (v->dtype == KILN_DTYPE_FLOAT) memcpy(v->data, f, (size_t)cnt * sizeof *f);
+    else
+        for (int64_t i = 0; i < cnt; i++) kiln_value_set_f64(v, i, f[i]);
+}
+
+/* Builds present = concat(past, new) in [B, H, total, d] from a 3-D or 4-D new. */
+static void attn_concat(float *dst, const float *past, const float *cur, const struct attn_dims *a,
+                        int64_t H, int64_t d) {
+    for (int64_t b = 0; b < a->B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            float *o = dst + (b * H + h) * a->total * d;
+            if (a->P) memcpy(o, past + (b * H + h) * a->P * d, (size_t)(a->P * d) * sizeof *o);
+            for (int64_t s = 0; s < a->Skv; s++) {
+                const float *src = a->three_d ? cur + ((b * a->Skv + s) * H + h) * d
+                                              : cur + ((b * H + h) * a->Skv + s) * d;
+                memcpy(o + (a->P + s) * d, src, (size_t)d * sizeof *o);
+            }
+        }
+}
+
+static kiln_status attention_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                  const struct kiln_value *const *in, int n_in,
+                                  struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct attn_dims a;
+    kiln_status st = attn_analyze(n, in, n_in, &a, err);
+    if (st) return st;
+    const struct kiln_value *mv = n_in > 3 ? in[3] : NULL, *nk = n_in > 6 ? in[6] : NULL;
+    bool has_past = n_in > 4 && in[4];
+    int is_causal = kiln_attr_int(n, "is_causal", 0) != 0;
+    int64_t mode = kiln_attr_int(n, "qk_matmul_output_mode", 0);
+    const struct kiln_attr *sa = kiln_attr_find(n, "scale");
+    float scale = sa ? kiln_attr_float(n, "scale", 1.0f) : 1.0f / sqrtf((float)a.D);
+    float softcap = kiln_attr_float(n, "softcap", 0.0f);
+    struct kiln_value *qk_out = n_out > 3 ? out[3] : NULL;
+
+    int64_t kn = a.B * a.Hkv * a.total;
+    float *q = attn_load(in[0]), *kc = NULL, *vc = NULL, *kk = NULL, *vv = NULL;
+    float *pk = NULL, *pv = NULL, *mask = NULL, *y = NULL, *qko = NULL;
+    bool ok = q != NULL;
+    if (ok) {
+        kk = attn_load(in[1]);
+        vv = attn_load(in[2]);
+        kc = malloc((size_t)(kn * a.D > 0 ? kn * a.D : 1) * sizeof *kc);
+        vc = malloc((size_t)(kn * a.Dv > 0 ? kn * a.Dv : 1) * sizeof *vc);
+        y = malloc((size_t)(a.B * a.Hq * a.Sq * a.Dv > 0 ? a.B * a.Hq * a.Sq * a.Dv : 1) *
+                   sizeof *y);
+        if (has_past) {
+            pk = attn_load(in[4]);
+            pv = attn_load(in[5]);
+        }
+        if (mv && mv->dtype != KILN_DTYPE_BOOL) mask = attn_load(mv);
+        if (qk_out) {
+            int64_t c = kiln_value_numel(qk_out);
+            qko = malloc((size_t)(c > 0 ? c : 1) * sizeof *qko);
+        }
+        ok = kk && vv && kc && vc && y && (!has_past || (pk && pv)) &&
+             (!mv || mv->dtype == KILN_DTYPE_BOOL || mask) && (!qk_out || qko);
+    }
+    if (!ok) {
+        st = kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for attention scratch");
+        goto done;
+    }
+    attn_concat(kc, pk, kk, &a, a.Hkv, a.D);
+    attn_concat(vc, pv, vv, &a, a.Hkv, a.Dv);
+
+    /* mask strides over [B, Hq, Sq, mask_last] with broadcasting */
+    int64_t ms[4] = {0, 0, 0, 0}, mlast = a.total;
+    if (mv) {
+        int64_t s = 1;
+        for (int32_t i = mv->rank - 1; i >= 0; i--) {
+            int32_t ax = 4 - mv->rank + i;
+            ms[ax] = mv->dims[i] == 1 && ax != 3 ? 0 : s;
+            s *= mv->dims[i];
+        }
+        mlast = mv->dims[mv->rank - 1];
+        if (mlast == 1 && a.total != 1) ms[3] = 0, mlast = a.total;
+    }
+    int64_t rows = a.B * a.Hq * a.Sq, grp = a.Hq / a.Hkv;
+    int fail = 0;
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * a.total * a.D > 16384)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t b = r / (a.Hq * a.Sq), h = (r / a.Sq) % a.Hq, i = r % a.Sq, hk = h / grp;
+        float *sc = malloc((size_t)(a.total > 0 ? a.total : 1) * sizeof *sc);
+        if (!sc) {
+#pragma omp atomic write
+            fail = 1;
+            continue;
+        }
+        const float *qr = a.three_d ? q + ((b * a.Sq + i) * a.Hq + h) * a.D
+                                    : q + ((b * a.Hq + h) * a.Sq + i) * a.D;
+        const float *kb = kc + (b * a.Hkv + hk) * a.total * a.D;
+        const float *vb = vc + (b * a.Hkv + hk) * a.total * a.Dv;
+        float *qrow = qko ? qko + r * a.total : NULL;
+        int64_t nonpad = nk ? kiln_value_get_int(nk, b) : a.total;
+        int64_t causal_lim = is_causal
+                                 ? (!has_past && nk ? i + (nonpad - a.Sq) : i + a.P)
+                                 : INT64_MAX;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < a.total; j++) {
+            const float *kr = kb + j * a.D;
+            double dot = 0;
+            for (int64_t d = 0; d < a.D; d++) dot += (double)qr[d] * kr[d];
+            float s = (float)dot * scale;
+            if (softcap > 0) s = softcap * tanhf(s / softcap);
+            if (qrow && mode <= 1) qrow[j] = s;
+            float bias = 0;
+            if (mv) {
+                if (j >= mlast) bias = -INFINITY;
+                else {
+                    int64_t mi = b * ms[0] + h * ms[1] + i * ms[2] + j * ms[3];
+                    if (mv->dtype == KILN_DTYPE_BOOL)
+                        bias = ((const uint8_t *)mv->data)[mi] ? 0.0f : -INFINITY;
+                    else bias = mask[mi];
+                }
+            }
+            if (j > causal_lim) bias = -INFINITY;
+            if (j >= nonpad) bias = -INFINITY;
+            s += bias;
+            if (qrow && mode == 2) qrow[j] = s;
+            sc[j] = s;
+            if (s > mx) mx = s;
+        }
+        if (mx == -INFINITY) {
+            /* fully masked row: attends to nothing (zeros, not NaN) */
+            for (int64_t j = 0; j < a.total; j++) sc[j] = 0.0f;
+        } else {
+            double sum = 0;
+            for (int64_t j = 0; j < a.total; j++) {
+                float e = expf(sc[j] - mx);
+                sc[j] = e;
+                sum += e;
+            }
+            for (int64_t j = 0; j < a.total; j++) sc[j] = (float)(sc[j] / sum);
+        }
+        if (qrow && mode == 3)
+            for (int64_t j = 0; j < a.total; j++) qrow[j] = sc[j];
+        float *yr = a.three_d ? y + ((b * a.Sq + i) * a.Hq + h) * a.Dv
+                              : y + ((b * a.Hq + h) * a.Sq + i) * a.Dv;
+        for (int64_t d = 0; d < a.Dv; d++) {
+            double acc = 0;
+            for (int64_t j = 0; j < a.total; j++) acc += (double)sc[j] * vb[j * a.Dv + d];
+            yr[d] = (float)acc;
+        }
+        free(sc);
+    }
+    if (fail) {
+        st = kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for attention scratch");
+        goto done;
+    }
+    attn_store(out[0], y, kiln_value_numel(out[0]));
+    if (n_out > 1 && out[1]) attn_store(out[1], kc, kn * a.D);
+    if (n_out > 2 && out[2]) attn_store(out[2], vc, kn * a.Dv);
+    if (qk_out) attn_store(qk_out, qko, kiln_value_numel(qk_out));
+done:
+    free(q); free(kk); free(vv); free(kc); free(vc); free(pk); free(pv);
+    free(mask); free(y); free(qko);
+    return st;
+}
+
+static double attention_flops(const struct kiln_node *n, const struct kiln_value *const *in,
+                              int n_in, struct kiln_value *const *out, int n_out) {
+    struct attn_dims a;
+    if (attn_analyze(n, in, n_in, &a, NULL)) return 0;
+    return 2.0 * (double)a.B * (double)a.Hq * (double)a.Sq * (double)a.total *
+           (double)(a.D + a.Dv);
+}
+
+/* ------------------------------------------------------------------------ */
+/* RotaryEmbedding (opset 23)                                                */
+/*
+ * X: 4-D [B, H, S, D] or 3-D [B, S, H*D] (num_heads). cos/sin caches:
+ * [max_pos, R/2] indexed by position_ids [B, S], or [B, S, R/2] without them.
+ * The first R = rotary_embedding_dim (0 = D) values of each head rotate, as
+ * halves (x1 = first R/2, x2 = next) or interleaved pairs.
+ */
+static kiln_status rope_check(const struct kiln_node *n, const struct kiln_value *const *in,
+                              int n_in, int64_t *B, int64_t *S, int64_t *H, int64_t *D,
+                              int64_t *R, kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, 4, err);
+    if (st) return st;
+    const struct kiln_value *x = in[0], *cs = in[1], *sn = in[2];
+    const struct kiln_value *pos = n_in > 3 ? in[3] : NULL;
+    if (!kiln_dtype_is_float(x->dtype) || cs->dtype != x->dtype || sn->dtype != x->dtype)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected X and caches of one float type");
+    if (x->rank == 4) {
+        *B = x->dims[0], *H = x->dims[1], *S = x->dims[2], *D = x->dims[3];
+    } else if (x->rank == 3) {
+        *H = kiln_attr_int(n, "num_heads", 0);
+        if (*H <= 0 || x->dims[2] % *H)
+            return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                                "3-D input needs num_heads dividing %lld", (long long)x->dims[2]);
+        *B = x->dims[0], *S = x->dims[1], *D = x->dims[2] / *H;
+    } else {
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected 3-D or 4-D input, got rank %d",
+                            x->rank);
+    }
+    *R = kiln_attr_int(n, "rotary_embedding_dim", 0);
+    if (*R == 0) *R = *D;
+    if (*R < 0 || *R > *D || *R % 2)
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                            "rotary_embedding_dim %lld must be even and at most head size %lld",
+                            (long long)*R, (long long)*D);
+    if (cs->rank != sn->rank)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "cos and sin caches differ in rank");
+    for (int32_t i = 0; i < cs->rank; i++)
+        if (cs->dims[i] != sn->dims[i])
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "cos and sin caches differ in shape");
+    if (pos) {
+        if (!kiln_dtype_is_int(pos->dtype) || pos->rank != 2 || pos->dims[0] != *B ||
+            pos->dims[1] != *S)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected int64 position_ids [%lld,%lld]",
+                                (long long)*B, (long long)*S);
+        if (cs->rank != 2 || cs->dims[1] != *R / 2)
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected caches [max_pos, %lld]",
+                                (long long)(*R / 2));
+    } else if (cs->rank != 3 || cs->dims[0] != *B || cs->dims[1] != *S || cs->dims[2] != *R / 2) {
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected caches [%lld,%lld,%lld]",
+                            (long long)*B, (long long)*S, (long long)(*R / 2));
+    }
+    return KILN_OK;
+}
+
+static kiln_status rope_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                              int n_in, struct kiln_value *const *out, int n_out,
+                              kiln_error *err) {
+    int64_t B, S, H, D, R;
+    kiln_status st = rope_check(n, in, n_in, &B, &S, &H, &D, &R, err);
+    if (st) return st;
+    kiln_value_set_shape(out[0], in[0]->dtype, in[0]->rank, in[0]->dims);
+    return KILN_OK;
+}
+
+static kiln_status rope_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                             const struct kiln_value *const *in, int n_in,
+                             struct kiln_value *const *out, int n_out, kiln_error *err) {
+    int64_t B, S, H, D, R;
+    kiln_status st = rope_check(n, in, n_in, &B, &S, &H, &D, &R, err);
+    if (st) return st;
+    const struct kiln_value *x = in[0], *cs = in[1], *sn = in[2];
+    const struct kiln_value *pos = n_in > 3 ? in[3] : NULL;
+    struct kiln_value *y = out[0];
+    int inter = kiln_attr_int(n, "interleaved", 0) != 0;
+    int64_t half = R / 2, max_pos = pos ? cs->dims[0] : 0;
+    bool f32 = x->dtype == KILN_DTYPE_FLOAT;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++) {
+            int64_t crow;
+            if (pos) {
+                int64_t p = kiln_value_get_int(pos, b * S + s);
+                if (p < 0 || p >= max_pos)
+                    return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                        "position id %lld outside the cache [0,%lld)",
+                                        (long long)p, (long long)max_pos);
+                crow = p * half;
+            } else {
+                crow = (b * S + s) * half;
+            }
+            for (int64_t h = 0; h < H; h++) {
+                int64_t base = x->rank == 4 ? ((b * H + h) * S + s) * D : ((b * S + s) * H + h) * D;
+                for (int64_t j = 0; j < half; j++) {
+                    double c = kiln_value_get_f64(cs, crow + j), si = kiln_value_get_f64(sn, crow + j);
+                    int64_t i1 = inter ? base + 2 * j : base + j;
+                    int64_t i2 = inter ? base + 2 * j + 1 : base + half + j;
+                    double x1, x2;
+                    if (f32) {
+                        x1 = ((const float *)x->data)[i1];
+                        x2 = ((const float *)x->data)[i2];
+                    } else {
+                        x1 = kiln_value_get_f64(x, i1);
+                        x2 = kiln_value_get_f64(x, i2);
+                    }
+                    kiln_value_set_f64(y, i1, c * x1 - si * x2);
+                    kiln_value_set_f64(y, i2, si * x1 + c * x2);
+                }
+                for (int64_t j = R; j < D; j++)
+                    kiln_value_set_f64(y, base + j, kiln_value_get_f64(x, base + j));
+            }
+        }
+    return KILN_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 
 const struct kiln_op_def kiln_ops_matmul[] = {
     {"MatMul", NULL, 1, 0, matmul_infer, matmul_exec, matmul_prepare, matmul_flops},
     {"Gemm", NULL, 1, 0, gemm_infer, gemm_exec, gemm_prepare, gemm_flops},
     {"MatMulInteger", NULL, 10, 0, mmi_infer, mmi_exec, NULL, matmul_flops},
     {"Einsum", NULL, 12, 0, einsum_infer, einsum_exec, NULL, NULL},
+    {"Attention", NULL, 23, 0, attention_infer, attention_exec, NULL, attention_flops},
+    {"RotaryEmbedding", NULL, 23, 0, rope_infer, rope_exec, NULL, NULL},
     {0},
 };
