@@ -14,6 +14,7 @@
 #include <string.h>
 
 static int failures, cases, fast_cases;
+static int plant;   /* 1: corrupt the oneDNN result, to show the check can fail */
 static uint32_t rng = 12345;
 
 static float frand(void) {
@@ -79,6 +80,7 @@ static void run_case(const char *label, struct kiln_node *n, struct kiln_value *
         failures++;
         goto done;
     }
+    kiln_activation_apply(n, &ref, &err);   /* what the executor does after exec */
     /* prepare sees B's data only when it is a constant */
     struct kiln_value planned[3];
     const struct kiln_value *pin[3];
@@ -106,6 +108,8 @@ static void run_case(const char *label, struct kiln_node *n, struct kiln_value *
             failures++;
             break;
         }
+        if (!k.fused_activation) kiln_activation_apply(n, &fast, &err);
+        if (plant) ((float *)fast.data)[0] += 1.0f;
         int64_t cnt = kiln_value_numel(&ref);
         for (int64_t i = 0; i < cnt; i++) {
             float r = ((float *)ref.data)[i], f = ((float *)fast.data)[i];
@@ -123,8 +127,11 @@ done:
     free(fast.data);
 }
 
+static struct kiln_activation cur_act;   /* fused activation for the next cases */
+
 static void matmul_case(int32_t ra, const int64_t *da, int32_t rb, const int64_t *db) {
-    struct kiln_node n = {.name = "mm", .op_type = "MatMul", .domain = "", .opset = 13};
+    struct kiln_node n = {.name = "mm", .op_type = "MatMul", .domain = "", .opset = 13,
+                          .act = cur_act};
     struct kiln_value in[2];
     make(&in[0], ra, da);
     make(&in[1], rb, db);
@@ -132,7 +139,8 @@ static void matmul_case(int32_t ra, const int64_t *da, int32_t rb, const int64_t
     kiln_shape_str(&in[0], sa, sizeof sa);
     kiln_shape_str(&in[1], sb, sizeof sb);
     for (int c = 0; c < 2; c++) {
-        snprintf(label, sizeof label, "MatMul %s x %s%s", sa, sb, c ? " (const B)" : "");
+        snprintf(label, sizeof label, "MatMul %s x %s%s act %d", sa, sb, c ? " (const B)" : "",
+                 (int)cur_act.kind);
         run_case(label, &n, in, 2, c);
     }
     free(in[0].data);
@@ -147,7 +155,7 @@ static void gemm_case(int64_t M, int64_t N, int64_t K, int ta, int tb, float alp
     set_float_attr(&attrs[2], "alpha", alpha);
     set_float_attr(&attrs[3], "beta", beta);
     struct kiln_node n = {.name = "gemm", .op_type = "Gemm", .domain = "", .opset = 13,
-                          .n_attrs = 4, .attrs = attrs};
+                          .n_attrs = 4, .attrs = attrs, .act = cur_act};
     struct kiln_value in[3];
     int64_t da[2] = {ta ? K : M, ta ? M : K}, db[2] = {tb ? N : K, tb ? K : N};
     make(&in[0], 2, da);
@@ -155,9 +163,10 @@ static void gemm_case(int64_t M, int64_t N, int64_t K, int ta, int tb, float alp
     if (rc >= 0) make(&in[2], rc, dc);
     char label[160];
     for (int c = 0; c < 2; c++) {
-        snprintf(label, sizeof label, "Gemm M=%lld N=%lld K=%lld tA=%d tB=%d a=%g b=%g C rank %d%s",
+        snprintf(label, sizeof label,
+                 "Gemm M=%lld N=%lld K=%lld tA=%d tB=%d a=%g b=%g C rank %d%s act %d",
                  (long long)M, (long long)N, (long long)K, ta, tb, alpha, beta, rc,
-                 c ? " (const B)" : "");
+                 c ? " (const B)" : "", (int)cur_act.kind);
         run_case(label, &n, in, rc >= 0 ? 3 : 2, c);
     }
     for (int i = 0; i < (rc >= 0 ? 3 : 2); i++) free(in[i].data);
@@ -194,6 +203,34 @@ int main(void) {
     gemm_case(7, 5, 13, 1, 0, 1.0f, 0.0f, 1, D(5));
     gemm_case(7, 5, 13, 0, 0, 1.0f, -1.5f, 2, D(1, 1));
     gemm_case(33, 70, 300, 0, 1, 1.0f, 1.0f, 1, D(70));
+
+    /* fused activations (post-ops) */
+    static const struct kiln_activation acts[] = {
+        {KILN_ACT_RELU, 0, 0},        {KILN_ACT_LEAKY_RELU, 0.1f, 0}, {KILN_ACT_CLIP, -0.5f, 0.5f},
+        {KILN_ACT_SIGMOID, 0, 0},     {KILN_ACT_TANH, 0, 0},          {KILN_ACT_HARD_SWISH, 0, 0},
+        {KILN_ACT_HARD_SIGMOID, 0.2f, 0.5f},
+    };
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
+        cur_act = acts[i];
+        matmul_case(3, D(7, 13, 5), 2, D(5, 9));
+        matmul_case(4, D(2, 1, 3, 4), 3, D(5, 4, 6));
+        gemm_case(7, 5, 13, 0, 1, 1.0f, 1.0f, 1, D(5));
+        gemm_case(7, 5, 13, 1, 0, 0.5f, 2.0f, 2, D(7, 5));
+    }
+    cur_act = (struct kiln_activation){0};
+
+    /* the harness must be able to fail: a planted error is detected (twice: 2 reps) */
+    int before = failures;
+    plant = 1;
+    printf("(planted error, expect FAIL lines:)\n");
+    gemm_case(7, 5, 13, 0, 0, 1.0f, 1.0f, -1, NULL);
+    plant = 0;
+    if (failures == before) {
+        printf("FAIL planted error went undetected\n");
+        failures++;
+    } else {
+        failures = before;
+    }
 
     printf("%d cases (%d through oneDNN), %d failed\n", cases, fast_cases, failures);
     return failures ? 1 : 0;

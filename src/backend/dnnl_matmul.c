@@ -10,6 +10,7 @@
 #include "backend/dnnl_matmul.h"
 #include "backend/dnnl.h"
 #include "base/status.h"
+#include "ir/graph.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,24 @@ fail:
     return st;
 }
 
+/* oneDNN eltwise algorithm for a fused activation; 0 when there is none */
+static dnnl_alg_kind_t act_alg(int32_t act, float *alpha, float *beta) {
+    switch (act) {
+    case KILN_ACT_RELU: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_relu;
+    case KILN_ACT_LEAKY_RELU: *beta = 0.0f; return dnnl_eltwise_relu;   /* alpha = slope */
+    case KILN_ACT_CLIP: return dnnl_eltwise_clip_v2;                   /* alpha..beta */
+    case KILN_ACT_SIGMOID: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_logistic;
+    case KILN_ACT_TANH: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_tanh;
+    case KILN_ACT_HARD_SWISH: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_hardswish;
+    default: return dnnl_alg_kind_undef;
+    }
+}
+
+bool kiln_dnnl_matmul_act_ok(int32_t act) {
+    float a = 0, b = 0;
+    return act_alg(act, &a, &b) != dnnl_alg_kind_undef;
+}
+
 kiln_status kiln_dnnl_matmul_create(const struct kiln_dnnl_matmul_desc *d,
                                     struct kiln_dnnl_matmul **out, const char **impl,
                                     kiln_error *err) {
@@ -128,9 +147,19 @@ kiln_status kiln_dnnl_matmul_create(const struct kiln_dnnl_matmul_desc *d,
         float a = d->alpha;
         DNNL_TRY(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &a), "output scale");
     }
-    if (d->sum_beta != 0.0f) {
+    if (d->sum_beta != 0.0f || d->act) {
         DNNL_TRY(dnnl_post_ops_create(&po), "post-ops");
-        DNNL_TRY(dnnl_post_ops_append_sum(po, d->sum_beta), "sum post-op");
+        if (d->sum_beta != 0.0f)
+            DNNL_TRY(dnnl_post_ops_append_sum(po, d->sum_beta), "sum post-op");
+        if (d->act) {
+            float al = d->act_alpha, be = d->act_beta;
+            dnnl_alg_kind_t alg = act_alg(d->act, &al, &be);
+            if (alg == dnnl_alg_kind_undef) {
+                st = kiln_fail(err, KILN_ERR_UNSUPPORTED, "oneDNN matmul: activation %d", d->act);
+                goto fail;
+            }
+            DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, alg, al, be), "eltwise post-op");
+        }
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops");
     }
     DNNL_TRY(dnnl_primitive_desc_create(&m->pd, &md, attr, eng, NULL), "primitive desc");

@@ -6,7 +6,7 @@
  * reordered once into the layout oneDNN prefers, into memory this object owns;
  * the caller's constant buffer is only read.
  *
- *   dst = alpha * (src x weights) [+ bias] [+ sum_beta * dst_before]
+ *   dst = act(alpha * (src x weights) [+ bias] [+ sum_beta * dst_before])
  *
  * Every tensor has the same rank (2..KILN_MAX_RANK); batch dims of src/weights
  * may be 1 (broadcast). dst and bias are dense row-major.
@@ -32,7 +32,12 @@ struct kiln_dnnl_matmul_desc {
     float        alpha;                     /* output scale (1 = none) */
     float        sum_beta;                  /* 0 = no sum post-op */
     const float *wei_const;                 /* non-NULL: constant weights, reordered once */
+    int32_t      act;                       /* enum kiln_act_kind (ir/graph.h); 0 = none */
+    float        act_alpha, act_beta;
 };
+
+/* Whether an activation kind (enum kiln_act_kind) can run as a post-op. */
+bool kiln_dnnl_matmul_act_ok(int32_t act);
 
 /* Builds the primitive. Returns KILN_ERR_UNSUPPORTED when oneDNN has no
  * implementation (or no engine): the caller falls back to its reference

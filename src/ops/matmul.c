@@ -327,6 +327,7 @@ struct mm_fast {
     int32_t  rank[3];        /* prepared input shapes, checked at run */
     int64_t  dims[3][KILN_MAX_RANK];
     int      n_in;
+    int      act_fused;      /* n->act runs as a oneDNN post-op */
 };
 
 static void mm_fast_release(void *p) {
@@ -369,7 +370,11 @@ static kiln_status matmul_fast_run(const struct kiln_node *n, struct kiln_exec_c
                                    void *state, const struct kiln_value *const *in, int n_in,
                                    struct kiln_value *const *out, int n_out, kiln_error *err) {
     struct mm_fast *f = state;
-    if (!mm_fast_same_shapes(f, in, n_in)) return matmul_exec(n, ctx, in, n_in, out, n_out, err);
+    if (!mm_fast_same_shapes(f, in, n_in)) {
+        kiln_status st = matmul_exec(n, ctx, in, n_in, out, n_out, err);
+        if (!st && f->act_fused) st = kiln_activation_apply(n, out[0], err);
+        return st;
+    }
     kiln_status st = kiln_dnnl_matmul_exec(f->mm, in[0]->data, in[1]->data, NULL, out[0]->data, err);
     if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN matmul failed");
     return KILN_OK;
@@ -414,6 +419,12 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
     struct mm_fast *f = calloc(1, sizeof *f);
     if (!f) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
     f->kind = FAST_MATMUL;
+    if (n->act.kind && kiln_dnnl_matmul_act_ok((int32_t)n->act.kind)) {
+        d.act = (int32_t)n->act.kind;
+        d.act_alpha = n->act.alpha;
+        d.act_beta = n->act.beta;
+        f->act_fused = 1;
+    }
     kiln_error e2;
     kiln_status st = kiln_dnnl_matmul_create(&d, &f->mm, &k->impl, &e2);
     if (st == KILN_ERR_UNSUPPORTED) {   /* declined: reference kernel */
@@ -426,6 +437,7 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
     }
     mm_fast_record(f, in, n_in);
     k->state = f;
+    k->fused_activation = f->act_fused;
     k->release = mm_fast_release;
     k->run = matmul_fast_run;
     return KILN_OK;
@@ -629,7 +641,11 @@ static kiln_status gemm_fast_run(const struct kiln_node *n, struct kiln_exec_ctx
                                  void *state, const struct kiln_value *const *in, int n_in,
                                  struct kiln_value *const *out, int n_out, kiln_error *err) {
     struct mm_fast *f = state;
-    if (!mm_fast_same_shapes(f, in, n_in)) return gemm_exec(n, ctx, in, n_in, out, n_out, err);
+    if (!mm_fast_same_shapes(f, in, n_in)) {
+        kiln_status st = gemm_exec(n, ctx, in, n_in, out, n_out, err);
+        if (!st && f->act_fused) st = kiln_activation_apply(n, out[0], err);
+        return st;
+    }
     const struct kiln_value *c = n_in > 2 ? in[2] : NULL;
     float *o = out[0]->data;
     if (f->prefill) {
@@ -688,6 +704,12 @@ static kiln_status gemm_prepare(const struct kiln_node *n, struct kiln_exec_ctx 
             d.sum_beta = beta;
         }
     }
+    if (n->act.kind && kiln_dnnl_matmul_act_ok((int32_t)n->act.kind)) {
+        d.act = (int32_t)n->act.kind;
+        d.act_alpha = n->act.alpha;
+        d.act_beta = n->act.beta;
+        f->act_fused = 1;
+    }
     kiln_error e2;
     kiln_status st = kiln_dnnl_matmul_create(&d, &f->mm, &k->impl, &e2);
     if (st == KILN_ERR_UNSUPPORTED) {
@@ -700,6 +722,7 @@ static kiln_status gemm_prepare(const struct kiln_node *n, struct kiln_exec_ctx 
     }
     mm_fast_record(f, in, n_in);
     k->state = f;
+    k->fused_activation = f->act_fused;
     k->release = mm_fast_release;
     k->run = gemm_fast_run;
     return KILN_OK;
