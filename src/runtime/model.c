@@ -2,6 +2,7 @@
 #include "runtime/model.h"
 #include "base/status.h"
 #include "ops/op.h"
+#include "passes/passes.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -25,6 +26,7 @@ static kiln_load_options resolve_opts(const kiln_load_options *opts) {
     if (opts) {
         if (opts->max_tensor_bytes) o.max_tensor_bytes = opts->max_tensor_bytes;
         if (opts->max_arena_bytes) o.max_arena_bytes = opts->max_arena_bytes;
+        o.no_optimize = opts->no_optimize;
     }
     return o;
 }
@@ -66,6 +68,7 @@ static kiln_status load_common(const uint8_t *buf, size_t len, const char *dir, 
     struct kiln_import_limits lim = {.max_tensor_bytes = m->opts.max_tensor_bytes};
     kiln_status s = kiln_onnx_import(buf, len, dir, label, &lim, &m->onnx, err);
     if (!s) s = check_inputs(m, err);
+    if (!s && !m->opts.no_optimize) s = kiln_passes_run(m->onnx.graph, err);
     if (s) {
         kiln_model_free(m);
         return s;
