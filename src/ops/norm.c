@@ -213,6 +213,7 @@ static kiln_status bn_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
         float fa = (float)a[c], fb = (float)b[c];
         const float *p = xb.p + nc * S;
         float *q = yb.p + nc * S;
+#pragma omp simd
         for (int64_t s = 0; s < S; s++) q[s] = p[s] * fa + fb;
     }
     fb_out_done(out[0], &yb);
