@@ -124,7 +124,7 @@ void kiln_graph_free(struct kiln_graph *g) {
         struct kiln_value_info *v = &g->values[i];
         free(v->name);
         for (int r = 0; r < KILN_MAX_RANK; r++) free(v->dim_names[r]);
-        free(v->v.data); /* constants are owned by the graph */
+        if (!v->borrowed) free(v->v.data); /* constants are owned by the graph */
     }
     free(g->values);
     free(g->nodes);
