@@ -599,10 +599,18 @@ static void sm_row_f32(int k, const float *x, float *y, int64_t R) {
     }
     if (k == SM_SOFT) {
         float inv = 1.0f / exp_sub(x, &m, false, y, R);
-        for (int64_t r = 0; r < R; r++) y[r] *= inv;
+        int64_t r = 0;
+        for (; r + LANES <= R; r += LANES)   /* fixed-width body: vectorizes at -O2 */
+            for (int j = 0; j < LANES; j++) y[r + j] *= inv;
+        for (; r < R; r++) y[r] *= inv;
     } else {
         float ls = m + logf(exp_sub(x, &m, false, NULL, R));
-        for (int64_t r = 0; r < R; r++) y[r] = x[r] - ls;
+        int64_t r = 0;
+        for (; r + 4 <= R; r += 4) {   /* x and y may alias: explicit vectors */
+            v4f v = ld4(x + r, 4, 0) - ls;
+            memcpy(y + r, &v, sizeof v);
+        }
+        for (; r < R; r++) y[r] = x[r] - ls;
     }
 }
 
