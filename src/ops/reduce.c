@@ -823,6 +823,8 @@ static kiln_status topk_exec(const struct kiln_node *n, struct kiln_exec_ctx *ct
     return KILN_OK;
 }
 
+/* The softmax-class kernels read every element of a row (or column block)
+ * before writing it, so they may run in place (KILN_OP_INPLACE). */
 const struct kiln_op_def kiln_ops_reduce[] = {
     {"ReduceSum", NULL, 1, 0, reduce_infer, reduce_exec, NULL, NULL},
     {"ReduceMean", NULL, 1, 0, reduce_infer, reduce_exec, NULL, NULL},
@@ -836,9 +838,9 @@ const struct kiln_op_def kiln_ops_reduce[] = {
     {"ReduceSumSquare", NULL, 1, 0, reduce_infer, reduce_exec, NULL, NULL},
     {"ArgMax", NULL, 1, 0, arg_infer, arg_exec, NULL, NULL},
     {"ArgMin", NULL, 1, 0, arg_infer, arg_exec, NULL, NULL},
-    {"Softmax", NULL, 1, 0, sm_infer, sm_exec, NULL, NULL},
-    {"LogSoftmax", NULL, 1, 0, sm_infer, sm_exec, NULL, NULL},
-    {"Hardmax", NULL, 1, 0, sm_infer, sm_exec, NULL, NULL},
+    {"Softmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, NULL, NULL},
+    {"LogSoftmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, NULL, NULL},
+    {"Hardmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, NULL, NULL},
     {"TopK", NULL, 1, 0, topk_infer, topk_exec, NULL, NULL},
     {0},
 };
