@@ -149,5 +149,8 @@ void    kiln_graph_free(struct kiln_graph *g);
 int32_t kiln_graph_find(const struct kiln_graph *g, const char *name);
 int32_t kiln_graph_add_value(struct kiln_graph *g, const char *name);   /* -1 on OOM */
 struct kiln_node *kiln_graph_add_node(struct kiln_graph *g);            /* NULL on OOM */
+/* Recomputes producers and consumer counts. A value that a node's subgraph
+ * reads from this graph (an outer reference) counts as a use by that node. */
+void    kiln_graph_recount(struct kiln_graph *g);
 
 #endif
