@@ -395,6 +395,7 @@ static kiln_status infer_squeeze(const struct kiln_node *n, const struct kiln_va
     } else if (n_in > 1 && in[1]) {
         if (!in[1]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "axes", axes, MAXR, &cnt, err)) != KILN_OK) return st;
+        if (cnt == 0) cnt = -1; /* empty axes acts like absent axes, as in onnxruntime */
     }
     const struct kiln_value *x = in[0];
     bool drop[MAXR] = {0};
@@ -562,6 +563,7 @@ static kiln_status split_part(const struct kiln_node *n, const struct kiln_value
                               int64_t *len, kiln_error *err) {
     int64_t D = in[0]->dims[axis];
     const struct kiln_value *sv = n_in > 1 ? in[1] : NULL;
+    if (sv && sv->data && kiln_value_numel(sv) == 0) sv = NULL; /* empty split: equal parts */
     int64_t acnt;
     const int64_t *a = n->opset < 13 ? kiln_attr_ints(n, "split", &acnt) : NULL;
     if (a || sv) {
