@@ -1,9 +1,10 @@
 /* shape.c — shape and layout ops.
  *
- *   views       Reshape, Flatten, Squeeze, Unsqueeze, Identity (KILN_OP_VIEW:
- *               exec copies only when the executor did not alias)
+ *   views       Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout
+ *               (inference; its mask is all ones). KILN_OP_VIEW: exec copies
+ *               only when the executor did not alias.
  *   movement    Transpose, Concat, Split, Slice, Expand, Tile, Pad,
- *               DepthToSpace, SpaceToDepth, Dropout (inference), Trilu
+ *               DepthToSpace, SpaceToDepth, Trilu
  *   generators  Shape, Size, ConstantOfShape, Range, EyeLike, Constant
  *
  * All data movement goes through one strided-copy engine that merges
@@ -1486,7 +1487,7 @@ const struct kiln_op_def kiln_ops_shape[] = {
     {"DepthToSpace", "", 1, 0, infer_d2s, exec_d2s},
     {"SpaceToDepth", "", 1, 0, infer_s2d, exec_s2d},
     {"Trilu", "", 14, 0, infer_trilu, exec_trilu},
-    {"Dropout", "", 1, 0, infer_dropout, exec_dropout},
+    {"Dropout", "", 1, KILN_OP_VIEW, infer_dropout, exec_dropout},
     {"Shape", "", 1, 0, infer_shape, exec_shape},
     {"Size", "", 1, 0, infer_size, exec_size},
     {"ConstantOfShape", "", 9, 0, infer_cos, exec_cos},
