@@ -270,6 +270,7 @@ static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
 static kiln_status read_value_info(const struct import_ctx *c, const KilnOnnx__ValueInfoProto *vi,
                                    struct kiln_value_info *v, kiln_error *err) {
     const KilnOnnx__TypeProto *tp = vi->type;
+    if (tp && tp->value_case != KILN_ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) v->non_tensor = true;
     if (!tp || tp->value_case != KILN_ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) return KILN_OK;
     const KilnOnnx__TypeProto__Tensor *tt = tp->tensor_type;
     if (tt->has_elem_type && dtype_supported(tt->elem_type)) v->v.dtype = (kiln_dtype)tt->elem_type;
@@ -648,6 +649,7 @@ static kiln_status import_graph(struct import_ctx *c, KilnOnnx__GraphProto *gp,
         struct kiln_value_info tmp = {.name = g->values[id].name};
         s = read_value_info(c, gp->output[i], &tmp, err);
         if (s) goto fail;
+        g->values[id].non_tensor |= tmp.non_tensor;
         if (!g->values[id].is_const && !g->values[id].is_input && !g->values[id].has_shape) {
             g->values[id].v.dtype = tmp.v.dtype;
             g->values[id].v.rank = tmp.v.rank;
@@ -660,10 +662,7 @@ static kiln_status import_graph(struct import_ctx *c, KilnOnnx__GraphProto *gp,
         if (!g->values[id].v.dtype) g->values[id].v.dtype = tmp.v.dtype;
     }
     /* consumer counts drive liveness in the planner */
-    for (int32_t i = 0; i < g->n_nodes; i++)
-        for (int32_t j = 0; j < g->nodes[i].n_inputs; j++)
-            if (g->nodes[i].inputs[j] >= 0) g->values[g->nodes[i].inputs[j]].n_consumers++;
-    for (int32_t i = 0; i < g->n_outputs; i++) g->values[g->outputs[i]].n_consumers++;
+    kiln_graph_recount(g);
     c->depth--;
     *out = g;
     return KILN_OK;
