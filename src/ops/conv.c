@@ -244,8 +244,11 @@ static kiln_status conv_geom(const struct kiln_node *n, const struct kiln_value 
     }
     for (int32_t i = 0; i < nsp; i++) {
         int64_t dk = (g->k[i] - 1) * g->d[i] + 1;
-        /* natural output size before padding is removed */
-        int64_t full = g->s[i] * (g->in[i] - 1) + opad[i] + dk;
+        /* natural output size before padding is removed (in <= 2^40, s <= 2^30) */
+        int64_t full;
+        if (kiln_mul_overflow_i64(g->s[i], g->in[i], &full) || full > ((int64_t)1 << 40))
+            return kiln_op_fail(err, KILN_ERR_LIMIT, n, "spatial dim %d: output size too large", i);
+        full = full - g->s[i] + opad[i] + dk;
         if (g->in[i] == 0) full = 0;
         if ((os && n_os > 0) || ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
             g->out[i] = (os && n_os > 0) ? oshape[i] : g->in[i] * g->s[i];
