@@ -1060,31 +1060,42 @@ static kiln_status einsum_exec(const struct kiln_node *n, struct kiln_exec_ctx *
         }
         double accf = 0;
         uint64_t acci = 0;
-        for (int64_t s = 0; s < sn; s++) {
+        /* the last summed label runs innermost, by stride; the others are decoded */
+        int last = e->n_sum > 0 ? e->sum_lab[e->n_sum - 1] : -1;
+        int64_t inner = last >= 0 ? e->dim[last] : 1, outer = inner > 0 ? sn / inner : 0;
+        int64_t istr[EIN_MAX_IN];
+        for (int i = 0; i < e->n_in; i++) istr[i] = last >= 0 ? e->stride[i][last] : 0;
+        for (int64_t s = 0; s < outer; s++) {
             int64_t off[EIN_MAX_IN], rr = s;
             for (int i = 0; i < e->n_in; i++) off[i] = base[i];
-            for (int k = e->n_sum - 1; k >= 0; k--) {
+            for (int k = e->n_sum - 2; k >= 0; k--) {
                 int l = e->sum_lab[k];
                 int64_t idx = rr % e->dim[l];
                 rr /= e->dim[l];
                 for (int i = 0; i < e->n_in; i++) off[i] += idx * e->stride[i][l];
             }
-            if (all_f32) {
-                double p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= ((const float *)in[i]->data)[off[i]];
-                accf += p;
-            } else if (all_f64) {
-                double p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= ((const double *)in[i]->data)[off[i]];
-                accf += p;
-            } else if (is_f) {
-                double p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= kiln_value_get_f64(in[i], off[i]);
-                accf += p;
-            } else {
-                uint64_t p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= (uint64_t)kiln_value_get_int(in[i], off[i]);
-                acci += p;
+            for (int64_t t = 0; t < inner; t++) {
+                if (all_f32) {
+                    double p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= ((const float *)in[i]->data)[off[i] + t * istr[i]];
+                    accf += p;
+                } else if (all_f64) {
+                    double p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= ((const double *)in[i]->data)[off[i] + t * istr[i]];
+                    accf += p;
+                } else if (is_f) {
+                    double p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= kiln_value_get_f64(in[i], off[i] + t * istr[i]);
+                    accf += p;
+                } else {
+                    uint64_t p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= (uint64_t)kiln_value_get_int(in[i], off[i] + t * istr[i]);
+                    acci += p;
+                }
             }
         }
         if (is_f) kiln_value_set_f64(out[0], o, accf);
