@@ -94,8 +94,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
                     return -1;
                 }
             o->n_batches = n;
-        } else if (!strcmp(key, "--threads")) {
-            if (parse_int_opt(key, val, 1, 4096, &v)) return -1;
+        } else if (!strcmp(key, "--threads")) {   /* 0: all cores, as the default */
+            if (parse_int_opt(key, val, 0, 4096, &v)) return -1;
             o->threads = (int)v;
         } else if (!strcmp(key, "--warmup")) {
             if (parse_int_opt(key, val, 0, 1000000, &v)) return -1;
