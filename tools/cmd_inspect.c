@@ -170,7 +170,9 @@ int kiln_cmd_inspect(int argc, char **argv) {
     for (int i = 0; i < ops.n; i++) n_unsup_types += !ops.rows[i].supported;
     printf("ops         %lld nodes, %d op types", (long long)st.n_nodes, ops.n);
     if (n_unsup_types) printf(", %d not supported by kiln", n_unsup_types);
-    printf("\n");
+    /* the graph is the one kiln runs: Constant nodes, BatchNormalization and
+     * activations may already be folded away at load, so counts can be below the file's */
+    printf("  (after load-time passes)\n");
     for (int i = 0; i < ops.n; i++) {
         const struct op_row *r = &ops.rows[i];
         char name[128];
