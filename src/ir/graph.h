@@ -105,6 +105,7 @@ struct kiln_value_info {
     char   *dim_names[KILN_MAX_RANK];
     bool    has_shape;         /* false when the model declares no shape */
     bool    non_tensor;        /* declared as a sequence, optional, map or sparse type */
+    bool    borrowed;          /* constant data lives in a mapped plan file: not freed */
     bool    is_const;          /* initializer or Constant-node output */
     bool    is_input;          /* graph input fed by the caller */
     int32_t outer;             /* id in the enclosing graph, or -1 */
@@ -148,5 +149,8 @@ void    kiln_graph_free(struct kiln_graph *g);
 int32_t kiln_graph_find(const struct kiln_graph *g, const char *name);
 int32_t kiln_graph_add_value(struct kiln_graph *g, const char *name);   /* -1 on OOM */
 struct kiln_node *kiln_graph_add_node(struct kiln_graph *g);            /* NULL on OOM */
+/* Recomputes producers and consumer counts. A value that a node's subgraph
+ * reads from this graph (an outer reference) counts as a use by that node. */
+void    kiln_graph_recount(struct kiln_graph *g);
 
 #endif

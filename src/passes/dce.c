@@ -31,10 +31,10 @@ kiln_status kiln_pass_dce(struct kiln_graph *g, struct kiln_pass_stats *st, kiln
     for (int32_t v = 0; v < g->n_values; v++) {
         struct kiln_value_info *vi = &g->values[v];
         if (vi->is_const && vi->n_consumers == 0 && vi->v.data) {
-            free(vi->v.data);
+            if (!vi->borrowed) free(vi->v.data);
             vi->v.data = NULL;
             vi->v.nbytes = 0;
-            vi->v.rank = 0;
+            vi->is_const = false;   /* now an orphan name: nothing reads or writes it */
         }
     }
     st->nodes_after = g->n_nodes;

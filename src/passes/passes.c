@@ -12,21 +12,6 @@ const struct kiln_pass kiln_default_passes[] = {
     {NULL, NULL},
 };
 
-void kiln_graph_recount(struct kiln_graph *g) {
-    for (int32_t v = 0; v < g->n_values; v++) {
-        g->values[v].n_consumers = 0;
-        g->values[v].producer = -1;
-    }
-    for (int32_t i = 0; i < g->n_nodes; i++) {
-        g->nodes[i].index = i;
-        for (int32_t j = 0; j < g->nodes[i].n_inputs; j++)
-            if (g->nodes[i].inputs[j] >= 0) g->values[g->nodes[i].inputs[j]].n_consumers++;
-        for (int32_t j = 0; j < g->nodes[i].n_outputs; j++)
-            if (g->nodes[i].outputs[j] >= 0) g->values[g->nodes[i].outputs[j]].producer = i;
-    }
-    for (int32_t i = 0; i < g->n_outputs; i++) g->values[g->outputs[i]].n_consumers++;
-}
-
 static void node_free(struct kiln_node *n) {
     free(n->name);
     free(n->op_type);

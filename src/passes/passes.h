@@ -35,7 +35,6 @@ kiln_status kiln_passes_run(struct kiln_graph *g, kiln_error *err);
 void kiln_graph_dump(const struct kiln_graph *g, FILE *f);
 
 /* Shared utilities */
-void    kiln_graph_recount(struct kiln_graph *g);          /* producers + consumer counts */
 void    kiln_graph_compact(struct kiln_graph *g, const bool *dead_node);
 int32_t kiln_graph_add_const(struct kiln_graph *g, const char *name, struct kiln_value v);
 

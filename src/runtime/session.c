@@ -273,6 +273,13 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
                 }
             for (int32_t j = 0; j < n->n_inputs; j++)
                 if (n->inputs[j] >= 0 && g->values[n->inputs[j]].outer < 0) frame_release(f, n->inputs[j]);
+            /* values the subgraphs read from this frame were counted as uses of this node */
+            for (int32_t a = 0; a < n->n_attrs; a++) {
+                const struct kiln_graph *sub = n->attrs[a].g;
+                for (int32_t v = 0; sub && v < sub->n_values; v++)
+                    if (sub->values[v].outer >= 0 && g->values[sub->values[v].outer].outer < 0)
+                        frame_release(f, sub->values[v].outer);
+            }
             continue;
         }
         s = n->op->infer(n, in, n->n_inputs, outv, n->n_outputs, err);
