@@ -165,7 +165,7 @@ int kiln_cmd_inspect(int argc, char **argv) {
     struct op_list ops = {0};
     kiln_model_op_histogram(m, collect_op, &ops);
     if (ops.oom) fprintf(stderr, "kiln inspect: out of memory listing ops; the list is partial\n");
-    qsort(ops.rows, (size_t)ops.n, sizeof *ops.rows, cmp_row);
+    if (ops.n) qsort(ops.rows, (size_t)ops.n, sizeof *ops.rows, cmp_row);
     int n_unsup_types = 0;
     for (int i = 0; i < ops.n; i++) n_unsup_types += !ops.rows[i].supported;
     printf("ops         %lld nodes, %d op types", (long long)st.n_nodes, ops.n);
