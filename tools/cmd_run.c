@@ -246,6 +246,11 @@ static kiln_status load_image_input(const struct run_opts *o, const kiln_tensor_
            C == 1 ? "grey" : norm.bgr ? "BGR" : "RGB", norm.scale, norm.mean[0], norm.mean[1],
            norm.mean[2], norm.std[0], norm.std[1], norm.std[2]);
     image_free(&img);
+    if (ti->dtype != KILN_DTYPE_FLOAT && !tf_dtype_is_float(ti->dtype)) {
+        /* integer inputs (uint8 pixels): round, since conversion truncates */
+        float *f = t->data;
+        for (size_t k = 0; k < (size_t)N * per; k++) f[k] = roundf(f[k]);
+    }
     if (ti->dtype != KILN_DTYPE_FLOAT) return tf_convert(t, ti->dtype, err);
     return KILN_OK;
 }
