@@ -106,6 +106,10 @@ kiln_status kiln_op_check_arity(const struct kiln_node *n, int n_in, int min_in,
     if (n_in < min_in || n_in > max_in)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected %d to %d inputs, got %d",
                             min_in, max_in, n_in);
+    /* the first min_in inputs are required: the model may not omit them with "" */
+    for (int i = 0; i < min_in && i < n->n_inputs; i++)
+        if (n->inputs[i] < 0)
+            return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "required input %d is omitted", i);
     return KILN_OK;
 }
 

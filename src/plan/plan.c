@@ -16,8 +16,19 @@ void *kiln_aligned_alloc(size_t bytes) {
     return p;
 }
 
+int32_t kiln_graph_max_io(const struct kiln_graph *g) {
+    int32_t m = 1;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].n_inputs > m) m = g->nodes[i].n_inputs;
+        if (g->nodes[i].n_outputs > m) m = g->nodes[i].n_outputs;
+    }
+    return m;
+}
+
 void kiln_plan_free(struct kiln_plan *p) {
     if (!p) return;
+    free(p->io_in);
+    free(p->io_out);
     for (int32_t i = 0; i < p->n_steps; i++)
         if (p->steps[i].kernel.release) p->steps[i].kernel.release(p->steps[i].kernel.state);
     if (p->vals)
@@ -128,12 +139,18 @@ done:
 static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g,
                                  const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
                                  kiln_error *err) {
+    struct kiln_value *inv = calloc((size_t)p->max_io, sizeof *inv);
+    struct kiln_value *outvv = calloc((size_t)p->max_io, sizeof *outvv);
+    const struct kiln_value **in = p->io_in;
+    struct kiln_value **outv = p->io_out;
+    kiln_status s = KILN_OK;
+    if (!inv || !outvv) {
+        s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: planning", o->label);
+        goto done;
+    }
     for (int32_t si = 0; si < p->n_steps; si++) {
         const struct kiln_node *n = &g->nodes[p->steps[si].node];
         if (!n->op->prepare) continue;
-        struct kiln_value inv[64], outvv[64];
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];
             in[j] = NULL;
@@ -149,14 +166,16 @@ static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g
             outvv[j].data = NULL;
             outv[j] = &outvv[j];
         }
-        kiln_status s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs,
-                                       &p->steps[si].kernel, err);
+        s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs, &p->steps[si].kernel, err);
         if (s) {
             if (err && !strstr(err->msg, o->label)) kiln_fail_prefix(err, s, "%s", o->label);
-            return s;
+            goto done;
         }
     }
-    return KILN_OK;
+done:
+    free(inv);
+    free(outvv);
+    return s;
 }
 
 static void shape_key_append(char **key, size_t *len, size_t *cap, const struct kiln_value *v) {
@@ -190,8 +209,12 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
     p->offset = calloc((size_t)(nv ? nv : 1), sizeof *p->offset);
     p->steps = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->steps);
     int32_t *remaining = calloc((size_t)(nv ? nv : 1), sizeof *remaining);
+    p->max_io = kiln_graph_max_io(g);
+    p->io_in = calloc((size_t)p->max_io, sizeof *p->io_in);
+    p->io_out = calloc((size_t)p->max_io, sizeof *p->io_out);
     size_t klen = 0, kcap = 0;
-    if (!p->vals || !p->kind || !p->alias || !p->offset || !p->steps || !remaining) {
+    if (!p->vals || !p->kind || !p->alias || !p->offset || !p->steps || !remaining || !p->io_in ||
+        !p->io_out) {
         s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
         goto fail;
     }
@@ -224,13 +247,8 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
             p->dynamic = true;
             break;
         }
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
-        if (n->n_inputs > 64 || n->n_outputs > 64) {
-            s = kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: node '%s' has over 64 inputs or outputs",
-                          o->label, n->name);
-            goto fail;
-        }
+        const struct kiln_value **in = p->io_in;
+        struct kiln_value **outv = p->io_out;
         bool all_known = true;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];

@@ -44,7 +44,13 @@ struct kiln_plan {
     struct kiln_step *steps;
     size_t   arena_bytes;
     double   flops;
+    int32_t  max_io;             /* widest node's input or output count */
+    const struct kiln_value **io_in;   /* scratch argument arrays of max_io entries, */
+    struct kiln_value **io_out;        /* so running a plan allocates nothing */
 };
+
+/* Widest input or output list of any node in g (at least 1). */
+int32_t kiln_graph_max_io(const struct kiln_graph *g);
 
 struct kiln_plan_options {
     int32_t  prepare;            /* 1: build fast kernels (prepare) */

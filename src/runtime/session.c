@@ -44,6 +44,8 @@ struct frame {
     int32_t *uses;
     struct frame *parent;
     struct kiln_exec_ctx *ctx;
+    const struct kiln_value **io_in;   /* argument arrays sized for the widest node */
+    struct kiln_value **io_out;
 };
 
 int32_t kiln_cpu_count(void) {
@@ -245,10 +247,8 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
             return kiln_fail(err, KILN_ERR_UNSUPPORTED,
                              "%s: node '%s': op %s (opset %lld) is not implemented",
                              ctx->model_label, n->name, n->op_type, (long long)n->opset);
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
-        if (n->n_inputs > 64 || n->n_outputs > 64)
-            return kiln_fail(err, KILN_ERR_UNSUPPORTED, "node '%s' has over 64 inputs or outputs", n->name);
+        const struct kiln_value **in = f->io_in;
+        struct kiln_value **outv = f->io_out;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             in[j] = n->inputs[j] >= 0 ? frame_lookup(f, n->inputs[j]) : NULL;
             if (in[j] && !in[j]->data && in[j]->nbytes)
@@ -330,6 +330,8 @@ static void frame_free(struct frame *f) {
     free(f->vals);
     free(f->owned);
     free(f->uses);
+    free(f->io_in);
+    free(f->io_out);
 }
 
 static kiln_status frame_init(struct frame *f, const struct kiln_graph *g, struct frame *parent,
@@ -342,7 +344,10 @@ static kiln_status frame_init(struct frame *f, const struct kiln_graph *g, struc
     f->vals = calloc(n, sizeof *f->vals);
     f->owned = calloc(n, 1);
     f->uses = calloc(n, sizeof *f->uses);
-    if (!f->vals || !f->owned || !f->uses) {
+    int32_t max_io = kiln_graph_max_io(g);
+    f->io_in = calloc((size_t)max_io, sizeof *f->io_in);
+    f->io_out = calloc((size_t)max_io, sizeof *f->io_out);
+    if (!f->vals || !f->owned || !f->uses || !f->io_in || !f->io_out) {
         frame_free(f);
         return kiln_fail(err, KILN_ERR_NO_MEMORY, "frame");
     }
@@ -407,8 +412,8 @@ static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct 
     for (int32_t si = 0; si < p->n_steps; si++) {
         const struct kiln_step *st = &p->steps[si];
         const struct kiln_node *n = &g->nodes[st->node];
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
+        const struct kiln_value **in = p->io_in;
+        struct kiln_value **outv = p->io_out;
         for (int32_t j = 0; j < n->n_inputs; j++) in[j] = n->inputs[j] >= 0 ? &p->vals[n->inputs[j]] : NULL;
         for (int32_t j = 0; j < n->n_outputs; j++) outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;
         kiln_status rs = st->kernel.run
