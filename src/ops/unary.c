@@ -848,8 +848,9 @@ static kiln_status cast_check(const struct kiln_node *n, kiln_dtype from, kiln_d
                             kiln_dtype_name(from));
     if (!cast_dtype_ok(to))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n,
-                            "cast to %s (ONNX type %d) is not supported", kiln_dtype_name(to),
-                            (int)to);
+                            "cast to ONNX type %d (%s) is not supported", (int)to,
+                            kiln_dtype_size(to) ? kiln_dtype_name(to)
+                                                : "string, float8 and 2/4-bit types");
     return KILN_OK;
 }
 
