@@ -92,9 +92,11 @@ static kiln_status check_known_dims(const struct kiln_node *n, const struct kiln
 /* The tensor as f32: its own data, or a converted copy in *tmp (caller frees).
  * NULL when out of memory. */
 static const float *in_f32(const struct kiln_value *v, float **tmp) {
+    static const float none = 0.0f;   /* stands in for an empty tensor's data */
     *tmp = NULL;
-    if (v->dtype == KILN_DTYPE_FLOAT) return v->data;
     int64_t cnt = kiln_value_numel(v);
+    if (cnt == 0) return &none;
+    if (v->dtype == KILN_DTYPE_FLOAT) return v->data;
     float *t = malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof(float));
     if (!t) return NULL;
     for (int64_t i = 0; i < cnt; i++) t[i] = (float)kiln_value_get_f64(v, i);
@@ -244,8 +246,11 @@ static kiln_status conv_geom(const struct kiln_node *n, const struct kiln_value 
     }
     for (int32_t i = 0; i < nsp; i++) {
         int64_t dk = (g->k[i] - 1) * g->d[i] + 1;
-        /* natural output size before padding is removed */
-        int64_t full = g->s[i] * (g->in[i] - 1) + opad[i] + dk;
+        /* natural output size before padding is removed (in <= 2^40, s <= 2^30) */
+        int64_t full;
+        if (kiln_mul_overflow_i64(g->s[i], g->in[i], &full) || full > ((int64_t)1 << 40))
+            return kiln_op_fail(err, KILN_ERR_LIMIT, n, "spatial dim %d: output size too large", i);
+        full = full - g->s[i] + opad[i] + dk;
         if (g->in[i] == 0) full = 0;
         if ((os && n_os > 0) || ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
             g->out[i] = (os && n_os > 0) ? oshape[i] : g->in[i] * g->s[i];
@@ -1005,7 +1010,7 @@ const struct kiln_op_def kiln_ops_conv[] = {
     {"LpPool", NULL, 1, 0, lppool_infer, lppool_exec, NULL, pool_flops},
     {"GlobalAveragePool", NULL, 1, 0, global_infer, global_exec, gap_prepare, NULL},
     {"GlobalMaxPool", NULL, 1, 0, global_infer, global_exec, NULL, NULL},
-    {"GlobalLpPool", NULL, 2, 0, global_infer, global_exec, NULL, NULL},
+    {"GlobalLpPool", NULL, 1, 0, global_infer, global_exec, NULL, NULL},
     {"MaxUnpool", NULL, 9, 0, unpool_infer, unpool_exec, NULL, NULL},
     {0},
 };

@@ -750,7 +750,38 @@ static void cast_load(kiln_dtype t, const void *src, int64_t off, int64_t m, uni
         LOAD_CASE(KILN_DTYPE_UINT16, uint16_t, i, ID)
         LOAD_CASE(KILN_DTYPE_UINT32, uint32_t, i, ID)
         LOAD_CASE(KILN_DTYPE_UINT64, uint64_t, u, ID)
-    default: break;
+        LOAD_CASE(KILN_DTYPE_INT4, int8_t, i, ID)
+        LOAD_CASE(KILN_DTYPE_INT2, int8_t, i, ID)
+        LOAD_CASE(KILN_DTYPE_UINT4, uint8_t, i, ID)
+        LOAD_CASE(KILN_DTYPE_UINT2, uint8_t, i, ID)
+    default:
+        if (kiln_dtype_is_narrow_float(t)) {
+            const uint8_t *x = (const uint8_t *)src + off;
+            for (int64_t k = 0; k < m; k++) b->d[k] = kiln_narrow_to_f32(t, x[k]);
+        }
+        break;
+    }
+}
+
+/* Stores into a narrow type: floats round to nearest even on the format's grid
+ * (saturating when asked); int4/int2 round to even and wrap. */
+static void narrow_store(kiln_dtype t, enum cast_kind kind, const union cast_buf *b, void *dst,
+                         int64_t off, int64_t m, bool saturate) {
+    uint8_t *y = (uint8_t *)dst + off;
+    for (int64_t k = 0; k < m; k++) {
+        double d = kind == CK_D ? b->d[k] : kind == CK_I ? (double)b->i[k] : (double)b->u[k];
+        if (kiln_dtype_is_narrow_float(t)) {
+            y[k] = kiln_f32_to_narrow(t, (float)d, saturate);
+            continue;
+        }
+        /* like the wider integer casts: out-of-range values wrap modulo 2^bits */
+        int bits = kiln_dtype_bits(t);
+        bool sign = t == KILN_DTYPE_INT4 || t == KILN_DTYPE_INT2;
+        int64_t r = kind == CK_D ? (d != d ? 0 : (int64_t)rint(d)) : kind == CK_I ? b->i[k] : (int64_t)b->u[k];
+        int code = (int)(r & ((1 << bits) - 1));
+        if (sign && code >= 1 << (bits - 1)) code -= 1 << bits;
+        if (sign) ((int8_t *)y)[k] = (int8_t)code;
+        else y[k] = (uint8_t)code;
     }
 }
 
@@ -793,6 +824,7 @@ struct cast_job {
     kiln_dtype from, to;
     const void *x;
     void *y;
+    bool saturate;   /* Cast-19 `saturate` for float8 targets */
 };
 
 static void cast_range(const void *varg, int64_t s, int64_t e) {
@@ -818,10 +850,12 @@ static void cast_range(const void *varg, int64_t s, int64_t e) {
     }
     union cast_buf b;
     enum cast_kind kind = cast_kind_of(J->from);
+    bool narrow_to = kiln_dtype_bits(J->to) < 8 || kiln_dtype_is_narrow_float(J->to);
     for (int64_t off = s; off < e; off += UN_BUF) {
         int64_t m = e - off < UN_BUF ? e - off : UN_BUF;
         cast_load(J->from, J->x, off, m, &b);
-        cast_store(J->to, kind, &b, J->y, off, m);
+        if (narrow_to) narrow_store(J->to, kind, &b, J->y, off, m, J->saturate);
+        else cast_store(J->to, kind, &b, J->y, off, m);
     }
 }
 
@@ -890,7 +924,8 @@ static kiln_status exec_cast_to(const struct kiln_node *n, struct kiln_exec_ctx 
         if (y->data != x->data && bytes) memcpy(y->data, x->data, bytes);
         return KILN_OK;
     }
-    struct cast_job J = {x->dtype, y->dtype, x->data, y->data};
+    struct cast_job J = {x->dtype, y->dtype, x->data, y->data,
+                         kiln_attr_int(n, "saturate", 1) != 0};
     run_chunks(ctx, numel, cast_range, &J);
     return KILN_OK;
 }
