@@ -114,7 +114,7 @@ static int compare(const kiln_tensor *got, const struct kiln_value *want, const 
     int64_t n = kiln_value_numel(want);
     int64_t bad = 0, worst_i = -1;
     double worst = -1;
-    int is_float = kiln_dtype_is_float(want->dtype);
+    int is_float = kiln_dtype_is_float(want->dtype) || kiln_dtype_is_narrow_float(want->dtype);
     for (int64_t i = 0; i < n; i++) {
         int ok;
         double diff;

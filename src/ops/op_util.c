@@ -54,7 +54,12 @@ size_t kiln_dtype_size(kiln_dtype t) {
 
 bool kiln_dtype_is_float(kiln_dtype t) {
     return t == KILN_DTYPE_FLOAT || t == KILN_DTYPE_DOUBLE || t == KILN_DTYPE_FLOAT16 ||
-           t == KILN_DTYPE_BFLOAT16 || kiln_dtype_is_narrow_float(t);
+           t == KILN_DTYPE_BFLOAT16;
+}
+
+bool kiln_dtype_is_narrow_int(kiln_dtype t) {
+    return t == KILN_DTYPE_UINT4 || t == KILN_DTYPE_INT4 || t == KILN_DTYPE_UINT2 ||
+           t == KILN_DTYPE_INT2;
 }
 
 bool kiln_dtype_is_narrow_float(kiln_dtype t) {
@@ -75,7 +80,6 @@ bool kiln_dtype_is_int(kiln_dtype t) {
     switch (t) {
     case KILN_DTYPE_UINT8: case KILN_DTYPE_INT8: case KILN_DTYPE_UINT16: case KILN_DTYPE_INT16:
     case KILN_DTYPE_INT32: case KILN_DTYPE_INT64: case KILN_DTYPE_UINT32: case KILN_DTYPE_UINT64:
-    case KILN_DTYPE_UINT4: case KILN_DTYPE_INT4: case KILN_DTYPE_UINT2: case KILN_DTYPE_INT2:
         return true;
     default: return false;
     }
@@ -84,7 +88,7 @@ bool kiln_dtype_is_int(kiln_dtype t) {
 bool kiln_dtype_is_signed(kiln_dtype t) {
     return t == KILN_DTYPE_INT8 || t == KILN_DTYPE_INT16 || t == KILN_DTYPE_INT32 ||
            t == KILN_DTYPE_INT64 || t == KILN_DTYPE_INT4 || t == KILN_DTYPE_INT2 ||
-           kiln_dtype_is_float(t);
+           kiln_dtype_is_float(t) || kiln_dtype_is_narrow_float(t);
 }
 
 kiln_status kiln_op_fail(kiln_error *err, kiln_status code, const struct kiln_node *n,

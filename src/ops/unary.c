@@ -696,11 +696,14 @@ static kiln_status exec_bitwise_not(const struct kiln_node *n, struct kiln_exec_
 enum cast_kind { CK_D, CK_I, CK_U };
 
 static bool cast_dtype_ok(kiln_dtype t) {
-    return kiln_dtype_is_float(t) || kiln_dtype_is_int(t) || t == KILN_DTYPE_BOOL;
+    return kiln_dtype_is_float(t) || kiln_dtype_is_int(t) || t == KILN_DTYPE_BOOL ||
+           kiln_dtype_is_narrow_float(t) || kiln_dtype_is_narrow_int(t);
 }
 
 static enum cast_kind cast_kind_of(kiln_dtype t) {
-    return kiln_dtype_is_float(t) ? CK_D : t == KILN_DTYPE_UINT64 ? CK_U : CK_I;
+    return kiln_dtype_is_float(t) || kiln_dtype_is_narrow_float(t) ? CK_D
+           : t == KILN_DTYPE_UINT64                                 ? CK_U
+                                                                    : CK_I;
 }
 
 /* Rounds d to p significant bits, with the precision shrinking below 2^emin
