@@ -406,6 +406,43 @@ static void bind_plan(struct kiln_plan *p, const struct kiln_graph *g, uint8_t *
         }
 }
 
+/* Runs a reference kernel that only knows plain layouts on plain copies of
+ * its channels-last operands (see plan_conversions). */
+static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
+                                 const struct kiln_step *st, const struct kiln_node *n,
+                                 struct kiln_exec_ctx *ctx, kiln_error *err) {
+    int32_t ni = n->n_inputs, no = n->n_outputs;
+    struct kiln_value *local = calloc((size_t)(ni + no + 1), sizeof *local);
+    if (!local) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: node '%s'", s->model->label, n->name);
+    const struct kiln_value **in = p->io_in;
+    struct kiln_value **outv = p->io_out;
+    for (int32_t j = 0; j < ni + no; j++) {
+        int32_t v = j < ni ? n->inputs[j] : n->outputs[j - ni];
+        if (v < 0) continue;
+        local[j] = p->vals[v];
+        if (st->cl_tmp[j]) {
+            local[j].data = st->cl_tmp[j];
+            local[j].layout = KILN_LAYOUT_PLAIN;
+            if (j < ni) kiln_layout_to_plain(&p->vals[v], p->vals[v].data, st->cl_tmp[j]);
+        }
+        if (j < ni) in[j] = &local[j];
+        else outv[j - ni] = &local[j];
+    }
+    kiln_status rs = st->kernel.run ? st->kernel.run(n, ctx, st->kernel.state, in, ni, outv, no, err)
+                                    : n->op->exec(n, ctx, in, ni, outv, no, err);
+    if (!rs && n->act.kind && !(st->kernel.run && st->kernel.fused_activation))
+        rs = kiln_activation_apply(n, outv[0], err);
+    for (int32_t j = ni; !rs && j < ni + no; j++) {
+        int32_t v = n->outputs[j - ni];
+        if (v >= 0 && st->cl_tmp[j])
+            kiln_layout_to_channels_last(&p->vals[v], st->cl_tmp[j], p->vals[v].data);
+    }
+    free(local);
+    if (rs && err && !strstr(err->msg, n->name))
+        kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);
+    return rs;
+}
+
 static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct kiln_exec_ctx *ctx,
                             kiln_error *err) {
     const struct kiln_graph *g = s->model->onnx.graph;
@@ -416,6 +453,11 @@ static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct 
         struct kiln_value **outv = p->io_out;
         for (int32_t j = 0; j < n->n_inputs; j++) in[j] = n->inputs[j] >= 0 ? &p->vals[n->inputs[j]] : NULL;
         for (int32_t j = 0; j < n->n_outputs; j++) outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;
+        if (st->convert) {
+            kiln_status rs = run_converted(s, p, st, n, ctx, err);
+            if (rs) return rs;
+            continue;
+        }
         kiln_status rs = st->kernel.run
                              ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
                              : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
