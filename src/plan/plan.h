@@ -35,6 +35,8 @@ struct kiln_step {
      * operand j, or NULL when that operand is already plain. */
     bool    convert;
     bool    kernel_plain;        /* the fast kernel was built for plain operands */
+    double  prof_ms;             /* accumulated time when the session profiles */
+    int64_t prof_calls;
     void  **cl_tmp;
 };
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KILN_PLAN_CACHE 8
@@ -131,6 +132,19 @@ void kiln_session_free(kiln_session *s) {
 }
 
 uint64_t kiln_session_arena_bytes(const kiln_session *s) { return s ? s->arena_bytes : 0; }
+
+int32_t kiln_session_profile(const kiln_session *s, kiln_profile_entry *entries, int32_t max) {
+    if (!s || !s->n_plans) return 0;
+    const struct kiln_plan *p = s->plans[0];
+    const struct kiln_graph *g = s->model->onnx.graph;
+    for (int32_t i = 0; i < p->n_steps && i < max && entries; i++) {
+        const struct kiln_step *st = &p->steps[i];
+        const struct kiln_node *n = &g->nodes[st->node];
+        entries[i] = (kiln_profile_entry){n->name, n->op_type, st->kernel.impl ? st->kernel.impl : "ref",
+                                          st->prof_ms, st->prof_calls};
+    }
+    return p->n_steps;
+}
 
 /* ---- input checking ---------------------------------------------------- */
 
@@ -446,23 +460,30 @@ static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
 static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct kiln_exec_ctx *ctx,
                             kiln_error *err) {
     const struct kiln_graph *g = s->model->onnx.graph;
+    bool prof = s->opts.profile;
+    struct timespec t0, t1;
     for (int32_t si = 0; si < p->n_steps; si++) {
-        const struct kiln_step *st = &p->steps[si];
+        struct kiln_step *st = &p->steps[si];
         const struct kiln_node *n = &g->nodes[st->node];
+        if (prof) clock_gettime(CLOCK_MONOTONIC, &t0);
         const struct kiln_value **in = p->io_in;
         struct kiln_value **outv = p->io_out;
         for (int32_t j = 0; j < n->n_inputs; j++) in[j] = n->inputs[j] >= 0 ? &p->vals[n->inputs[j]] : NULL;
         for (int32_t j = 0; j < n->n_outputs; j++) outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;
+        kiln_status rs;
         if (st->convert) {
-            kiln_status rs = run_converted(s, p, st, n, ctx, err);
-            if (rs) return rs;
-            continue;
+            rs = run_converted(s, p, st, n, ctx, err);
+        } else {
+            rs = st->kernel.run ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
+                                : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
+            if (!rs && n->act.kind && !st->kernel.fused_activation)
+                rs = kiln_activation_apply(n, outv[0], err);
         }
-        kiln_status rs = st->kernel.run
-                             ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
-                             : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
-        if (!rs && n->act.kind && !st->kernel.fused_activation)
-            rs = kiln_activation_apply(n, outv[0], err);
+        if (prof) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            st->prof_ms += (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+            st->prof_calls++;
+        }
         if (rs) {
             if (err && !strstr(err->msg, n->name))
                 kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);
