@@ -5,9 +5,21 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+#include "kiln.h"
+
 /* The process-wide CPU engine, created once (thread-safe); NULL if oneDNN
  * cannot create one, in which case callers fall back to reference kernels. */
 dnnl_engine_t kiln_dnnl_engine(void);
 const char   *kiln_dnnl_status_str(dnnl_status_t s);
+
+struct kiln_wcache;
+
+/* Constant weights `src` (described by user_md) reordered into `want`. With a
+ * cache the buffer is the model's shared copy (never written after this) and
+ * *owned is NULL; without one, *owned is a private buffer the caller frees.
+ * Returns the buffer, or NULL with err set. */
+void *kiln_dnnl_pack_weights(struct kiln_wcache *cache, const dnnl_memory_desc_t *user_md,
+                             const void *src, const dnnl_memory_desc_t *want, void **owned,
+                             kiln_error *err);
 
 #endif

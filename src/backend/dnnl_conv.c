@@ -25,6 +25,7 @@ struct kiln_dnnl_conv {
     void            *wbuf;         /* weights in the primitive's layout (owned), or NULL */
     void            *scratch_buf;  /* owned */
     const float     *wconst;       /* weights reordered at create time, or NULL */
+    int32_t          packed_const; /* wprim holds packed constant weights (often the model's shared copy) */
     int32_t          has_bias;
     char             impl[96];
 };
@@ -123,7 +124,8 @@ void kiln_dnnl_conv_free(void *p) {
 const char *kiln_dnnl_conv_impl(const struct kiln_dnnl_conv *c) { return c->impl; }
 
 kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const float *weights,
-                                  struct kiln_dnnl_conv **out, kiln_error *err) {
+                                  struct kiln_wcache *cache, struct kiln_dnnl_conv **out,
+                                  kiln_error *err) {
     kiln_status rc = KILN_OK;
     *out = NULL;
     dnnl_engine_t eng = kiln_dnnl_engine();
@@ -218,6 +220,12 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     if (sh->has_bias) DN(dnnl_memory_create(&c->bias, &b_md, eng, DNNL_MEMORY_NONE), "memory");
     if (dnnl_memory_desc_equal(w_md, &w_user)) {
         DN(dnnl_memory_create(&c->wprim, &w_user, eng, DNNL_MEMORY_NONE), "memory");
+    } else if (weights) {
+        /* constant weights: packed once per model, shared by its sessions */
+        void *packed = kiln_dnnl_pack_weights(cache, &w_user, weights, w_md, &c->wbuf, err);
+        if (!packed) { rc = err ? err->code : KILN_ERR_INTERNAL; goto fail; }
+        DN(dnnl_memory_create(&c->wprim, w_md, eng, packed), "memory");
+        c->packed_const = 1;
     } else {
         c->wbuf = alloc_aligned(dnnl_memory_desc_get_size(w_md));
         if (!c->wbuf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: weights"); goto fail; }
@@ -231,12 +239,6 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     DN(make_scratch(pd, eng, &c->scratch_buf, &c->scratch), "scratchpad");
     DN(dnnl_stream_create(&c->stream, eng, dnnl_stream_default_flags), "stream");
     DN(dnnl_primitive_create(&c->prim, pd), "conv primitive");
-    if (weights && c->wreorder) {
-        DN(dnnl_memory_set_data_handle(c->wuser, (void *)weights), "set handle");
-        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->wuser}, {DNNL_ARG_TO, c->wprim}};
-        DN(dnnl_primitive_execute(c->wreorder, c->stream, 2, ra), "weights reorder");
-        DN(dnnl_stream_wait(c->stream), "stream wait");
-    }
     c->wconst = weights;
     dnnl_primitive_desc_destroy(pd);
     if (rpd) dnnl_primitive_desc_destroy(rpd);
@@ -259,7 +261,13 @@ kiln_status kiln_dnnl_conv_run(struct kiln_dnnl_conv *c, const float *src, const
     DN(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
     DN(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
     if (c->has_bias) DN(dnnl_memory_set_data_handle(c->bias, (void *)bias), "set handle");
-    if (c->wreorder) {
+    if (c->packed_const) {
+        /* planned constants keep their address for the life of the model */
+        if (weights != c->wconst) {
+            rc = kiln_fail(err, KILN_ERR_INTERNAL, "oneDNN conv: constant weights moved");
+            goto fail;
+        }
+    } else if (c->wreorder) {
         if (!c->wconst || c->wconst != weights) {
             DN(dnnl_memory_set_data_handle(c->wuser, (void *)weights), "set handle");
             dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->wuser}, {DNNL_ARG_TO, c->wprim}};

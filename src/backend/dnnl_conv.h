@@ -35,8 +35,12 @@ struct kiln_dnnl_conv;
 /* Builds the primitive. `weights` is the constant weight tensor (reordered
  * once, never modified) or NULL when the weights change per run. Returns
  * KILN_OK with *out == NULL when oneDNN cannot do this problem. */
+struct kiln_wcache;
+/* weights non-NULL: constant weights, packed once into the model's cache
+ * (cache may be NULL: a private copy). */
 kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const float *weights,
-                                  struct kiln_dnnl_conv **out, kiln_error *err);
+                                  struct kiln_wcache *cache, struct kiln_dnnl_conv **out,
+                                  kiln_error *err);
 /* weights may differ from the pointer given at create time: then they are
  * reordered again for this run. bias may be NULL only if has_bias == 0. */
 kiln_status kiln_dnnl_conv_run(struct kiln_dnnl_conv *c, const float *src, const float *weights,

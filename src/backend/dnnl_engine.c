@@ -1,5 +1,10 @@
 /* dnnl_engine.c — one oneDNN CPU engine for the whole process. */
 #include "backend/dnnl.h"
+#include "base/status.h"
+#include "base/wcache.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 #include <pthread.h>
 #include <stddef.h>
@@ -27,4 +32,64 @@ const char *kiln_dnnl_status_str(dnnl_status_t s) {
     case dnnl_not_required: return "not required";
     default: return "unknown dnnl status";
     }
+}
+
+struct pack_job {
+    const dnnl_memory_desc_t *user_md, *want;
+    const void *src;
+};
+
+static kiln_status pack_fill(void *dst, void *arg, kiln_error *err) {
+    const struct pack_job *j = arg;
+    dnnl_engine_t eng = kiln_dnnl_engine();
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t r = NULL;
+    dnnl_memory_t from = NULL, to = NULL;
+    dnnl_stream_t stream = NULL;
+    dnnl_status_t st = dnnl_memory_create(&from, j->user_md, eng, (void *)j->src);
+    if (st == dnnl_success) st = dnnl_memory_create(&to, j->want, eng, dst);
+    if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&rpd, j->user_md, eng, j->want, eng, NULL);
+    if (st == dnnl_success) st = dnnl_primitive_create(&r, rpd);
+    if (st == dnnl_success) st = dnnl_stream_create(&stream, eng, dnnl_stream_default_flags);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+        st = dnnl_primitive_execute(r, stream, 2, args);
+    }
+    if (st == dnnl_success) st = dnnl_stream_wait(stream);
+    if (stream) dnnl_stream_destroy(stream);
+    if (r) dnnl_primitive_destroy(r);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    if (st != dnnl_success)
+        return kiln_fail(err, st == dnnl_out_of_memory ? KILN_ERR_NO_MEMORY : KILN_ERR_INTERNAL,
+                         "oneDNN weights reorder: %s", kiln_dnnl_status_str(st));
+    return KILN_OK;
+}
+
+void *kiln_dnnl_pack_weights(struct kiln_wcache *cache, const dnnl_memory_desc_t *user_md,
+                             const void *src, const dnnl_memory_desc_t *want, void **owned,
+                             kiln_error *err) {
+    struct pack_job j = {user_md, want, src};
+    size_t bytes = dnnl_memory_desc_get_size(want);
+    *owned = NULL;
+    if (cache) {
+        /* the target descriptor says how the bytes were derived */
+        dnnl_memory_desc_t key;
+        memset(&key, 0, sizeof key);
+        memcpy(&key, want, sizeof key);
+        return kiln_wcache_get(cache, src, &key, sizeof key, bytes, pack_fill, &j, err);
+    }
+    size_t alloc = (bytes + 63) / 64 * 64;
+    void *buf = aligned_alloc(64, alloc ? alloc : 64);
+    if (!buf) {
+        kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN weights: %zu bytes", bytes);
+        return NULL;
+    }
+    if (pack_fill(buf, &j, err) != KILN_OK) {
+        free(buf);
+        return NULL;
+    }
+    *owned = buf;
+    return buf;
 }

@@ -52,31 +52,17 @@ static void dense_strides(int32_t rank, const int64_t *dims, dnnl_dims_t strides
     }
 }
 
-/* Reorders the caller's plain constant weights into the layout `want`. */
+/* Packs the caller's plain constant weights into the layout `want`: once per
+ * model when the model's cache is available, shared by all its sessions. */
 static kiln_status reorder_weights(struct kiln_dnnl_matmul *m, dnnl_engine_t eng,
                                    const dnnl_memory_desc_t *user_md,
                                    const dnnl_memory_desc_t *want, const float *w,
-                                   kiln_error *err) {
+                                   struct kiln_wcache *cache, kiln_error *err) {
     kiln_status st = KILN_OK;
-    dnnl_primitive_desc_t rpd = NULL;
-    dnnl_primitive_t rprim = NULL;
-    dnnl_memory_t from = NULL;
-    size_t sz = dnnl_memory_desc_get_size(want);
-    size_t alloc = (sz + 63) / 64 * 64;
-    m->wei_buf = aligned_alloc(64, alloc ? alloc : 64);
-    if (!m->wei_buf) return kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN matmul: weights buffer");
-    DNNL_TRY(dnnl_memory_create(&from, user_md, eng, (void *)w), "weights source memory");
-    DNNL_TRY(dnnl_memory_create(&m->wei, want, eng, m->wei_buf), "weights memory");
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, user_md, eng, want, eng, NULL),
-             "weights reorder");
-    DNNL_TRY(dnnl_primitive_create(&rprim, rpd), "weights reorder primitive");
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, m->wei}};
-    DNNL_TRY(dnnl_primitive_execute(rprim, m->stream, 2, args), "weights reorder run");
-    DNNL_TRY(dnnl_stream_wait(m->stream), "weights reorder wait");
+    void *packed = kiln_dnnl_pack_weights(cache, user_md, w, want, &m->wei_buf, err);
+    if (!packed) return err ? err->code : KILN_ERR_INTERNAL;
+    DNNL_TRY(dnnl_memory_create(&m->wei, want, eng, packed), "weights memory");
 fail:
-    if (rprim) dnnl_primitive_destroy(rprim);
-    if (rpd) dnnl_primitive_desc_destroy(rpd);
-    if (from) dnnl_memory_destroy(from);
     return st;
 }
 
@@ -179,7 +165,7 @@ kiln_status kiln_dnnl_matmul_create(const struct kiln_dnnl_matmul_desc *d,
             DNNL_TRY(dnnl_memory_create(&m->wei, &wei_user_md, eng, (void *)d->wei_const),
                      "weights memory");
         } else {
-            st = reorder_weights(m, eng, &wei_user_md, want, d->wei_const, err);
+            st = reorder_weights(m, eng, &wei_user_md, want, d->wei_const, d->wcache, err);
             if (st != KILN_OK) goto fail;
         }
     } else {

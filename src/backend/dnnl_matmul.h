@@ -32,6 +32,7 @@ struct kiln_dnnl_matmul_desc {
     float        alpha;                     /* output scale (1 = none) */
     float        sum_beta;                  /* 0 = no sum post-op */
     const float *wei_const;                 /* non-NULL: constant weights, reordered once */
+    struct kiln_wcache *wcache;             /* model's shared packed weights (may be NULL) */
     int32_t      act;                       /* enum kiln_act_kind (ir/graph.h); 0 = none */
     float        act_alpha, act_beta;
 };

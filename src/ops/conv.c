@@ -451,7 +451,7 @@ static kiln_status conv_fast_run(const struct kiln_node *n, struct kiln_exec_ctx
     return KILN_OK;
 }
 
-static kiln_status conv_prepare_common(const struct kiln_node *n,
+static kiln_status conv_prepare_common(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                        const struct kiln_value *const *in, int n_in,
                                        struct kiln_value *const *out, bool transposed,
                                        struct kiln_kernel *k, kiln_error *err) {
@@ -473,7 +473,7 @@ static kiln_status conv_prepare_common(const struct kiln_node *n,
         sh.s[i] = g.s[i]; sh.d[i] = g.d[i]; sh.pb[i] = g.pb[i]; sh.pe[i] = g.pe[i];
     }
     struct kiln_dnnl_conv *c = NULL;
-    if ((st = kiln_dnnl_conv_create(&sh, in[1]->data, &c, err)))
+    if ((st = kiln_dnnl_conv_create(&sh, in[1]->data, ctx ? ctx->wcache : NULL, &c, err)))
         return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
     if (!c) return KILN_OK;
     k->run = conv_fast_run;
@@ -488,14 +488,14 @@ static kiln_status conv_prepare(const struct kiln_node *n, struct kiln_exec_ctx 
                                 const struct kiln_value *const *in, int n_in,
                                 struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
                                 kiln_error *err) {
-    return conv_prepare_common(n, in, n_in, out, false, k, err);
+    return conv_prepare_common(n, ctx, in, n_in, out, false, k, err);
 }
 
 static kiln_status convt_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                  const struct kiln_value *const *in, int n_in,
                                  struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
                                  kiln_error *err) {
-    return conv_prepare_common(n, in, n_in, out, true, k, err);
+    return conv_prepare_common(n, ctx, in, n_in, out, true, k, err);
 }
 
 static double conv_flops(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,

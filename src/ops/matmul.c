@@ -408,6 +408,7 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
     if (s.M == 0 || s.N == 0 || s.K == 0 || s.nbatch == 0) return KILN_OK;
     struct kiln_dnnl_matmul_desc d;
     memset(&d, 0, sizeof d);
+    d.wcache = ctx ? ctx->wcache : NULL;
     d.alpha = 1.0f;
     d.wei_const = in[1]->data;
     if (in[1]->rank <= 2) {
@@ -700,6 +701,7 @@ static kiln_status gemm_prepare(const struct kiln_node *n, struct kiln_exec_ctx 
     if (c && !gemm_c_broadcasts(c, M, N)) return KILN_OK;
     struct kiln_dnnl_matmul_desc d;
     memset(&d, 0, sizeof d);
+    d.wcache = ctx ? ctx->wcache : NULL;
     d.rank = 2;
     d.src_dims[0] = M; d.src_dims[1] = K;
     d.src_strides[0] = ta ? 1 : K; d.src_strides[1] = ta ? M : 1;

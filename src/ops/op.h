@@ -96,6 +96,9 @@ struct kiln_exec_ctx {
                                 struct kiln_value *out, int n_out, kiln_error *err);
     void *frame;                   /* executor-private: the calling frame */
     const char *model_label;       /* for messages */
+    /* Model-wide cache for buffers derived from constant weights (packed
+     * layouts): every session of the model shares them. May be NULL. */
+    struct kiln_wcache *wcache;
 };
 
 /* Registry */

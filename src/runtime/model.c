@@ -3,6 +3,7 @@
 #include "base/status.h"
 #include "ops/op.h"
 #include "passes/passes.h"
+#include "base/wcache.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -77,6 +78,10 @@ static kiln_status load_common(const uint8_t *buf, size_t len, const char *dir, 
         const char *d = m->onnx.opsets[i].domain;
         if (!*d || !strcmp(d, "ai.onnx")) m->opset = m->onnx.opsets[i].version;
     }
+    if (!(m->wcache = kiln_wcache_new())) {
+        kiln_model_free(m);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: model", label);
+    }
     *out = m;
     return KILN_OK;
 }
@@ -106,6 +111,10 @@ static kiln_status load_plan(const char *path, const kiln_load_options *opts, ki
     for (int32_t i = 0; i < m->onnx.graph->n_nodes; i++)
         if (!*m->onnx.graph->nodes[i].domain && m->onnx.graph->nodes[i].opset > m->opset)
             m->opset = m->onnx.graph->nodes[i].opset;
+    if (!(m->wcache = kiln_wcache_new())) {
+        kiln_model_free(m);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: model", path);
+    }
     *out = m;
     return KILN_OK;
 }
@@ -162,6 +171,7 @@ kiln_status kiln_model_load_buffer(const void *data, size_t size, const char *la
 void kiln_model_free(kiln_model *m) {
     if (!m) return;
     kiln_onnx_model_clear(&m->onnx);
+    kiln_wcache_free(m->wcache);
     kiln_graph_free(m->art.graph);
     kiln_artifact_unmap(&m->art);
     free(m->label);

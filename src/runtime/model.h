@@ -12,6 +12,7 @@ struct kiln_model {
     kiln_load_options opts;
     int64_t opset;                 /* default-domain opset */
     struct kiln_artifact art;      /* set when loaded from a .kiln plan (mmap) */
+    struct kiln_wcache *wcache;    /* packed weights shared by all sessions */
     bool   from_plan;
 };
 

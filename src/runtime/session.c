@@ -526,7 +526,8 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor *inputs, int32_t
     struct kiln_exec_ctx ctx = {.n_threads = s->n_threads,
                                 .reference_only = s->opts.reference_kernels,
                                 .run_subgraph = run_subgraph,
-                                .model_label = m->label};
+                                .model_label = m->label,
+                                .wcache = m->wcache};
 
     /* find or build the plan for these shapes */
     struct kiln_plan *p = NULL;
