@@ -62,8 +62,8 @@ struct frame {
 };
 
 bool kiln_pb_nesting_ok(const uint8_t *buf, size_t len, int root, int max_depth) {
-    struct frame stack[128];
-    if (max_depth > 128) max_depth = 128;
+    struct frame stack[160];
+    if (max_depth > 160) max_depth = 160;
     int depth = 0;
     const uint8_t *p = buf;
     stack[0] = (struct frame){buf + len, (enum msg)root};
