@@ -552,7 +552,9 @@ static kiln_status import_node(struct import_ctx *c, struct kiln_graph *g, KilnO
     for (size_t i = 0; i < np->n_attribute; i++) {
         kiln_status s = import_attr(c, g, nname, np->attribute[i], &g->nodes[node_index].attrs[i], err);
         g->nodes[node_index].n_attrs = (int32_t)i + 1;
-        if (s) return kiln_fail_prefix(err, s, "node '%s' (%s)", nname, op_type);
+        /* name the outermost node only: a deep chain of prefixes would push
+         * the actual reason out of the message */
+        if (s) return err && strstr(err->msg, "node '") ? s : kiln_fail_prefix(err, s, "node '%s' (%s)", nname, op_type);
     }
     n = &g->nodes[node_index]; /* subgraph import may not move g->nodes, but be safe */
 
