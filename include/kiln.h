@@ -136,6 +136,7 @@ typedef struct kiln_load_options {
     uint32_t size;              /* sizeof(kiln_load_options): lets the struct grow */
     uint64_t max_tensor_bytes;  /* largest tensor a plan may hold (0 = default 4 GiB) */
     uint64_t max_arena_bytes;   /* memory limit for one session's activations (0 = 16 GiB) */
+    int32_t  no_optimize;       /* 1: skip graph passes (BN folding, activation fusion, DCE) */
 } kiln_load_options;
 
 kiln_load_options kiln_load_options_default(void);
@@ -150,6 +151,15 @@ kiln_status kiln_model_load_buffer(const void *data, size_t size, const char *la
                                    const kiln_load_options *opts, kiln_model **out,
                                    kiln_error *err);
 void        kiln_model_free(kiln_model *m);   /* NULL is fine; no session may remain */
+
+/* Writes the model's optimized graph and weights as a compiled plan (.kiln,
+ * docs/kiln-format.md) that kiln_model_load maps read-only: every session and
+ * every process loading the same plan shares its weight pages. batch_sizes
+ * (may be NULL) records the batch sizes the plan is meant for. */
+kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const int32_t *batch_sizes,
+                                 int32_t n_batch_sizes, kiln_error *err);
+/* 1 when the model was loaded from a .kiln plan. */
+int32_t     kiln_model_is_plan(const kiln_model *m);
 
 int32_t     kiln_model_n_inputs(const kiln_model *m);
 int32_t     kiln_model_n_outputs(const kiln_model *m);

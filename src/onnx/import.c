@@ -662,10 +662,7 @@ static kiln_status import_graph(struct import_ctx *c, KilnOnnx__GraphProto *gp,
         if (!g->values[id].v.dtype) g->values[id].v.dtype = tmp.v.dtype;
     }
     /* consumer counts drive liveness in the planner */
-    for (int32_t i = 0; i < g->n_nodes; i++)
-        for (int32_t j = 0; j < g->nodes[i].n_inputs; j++)
-            if (g->nodes[i].inputs[j] >= 0) g->values[g->nodes[i].inputs[j]].n_consumers++;
-    for (int32_t i = 0; i < g->n_outputs; i++) g->values[g->outputs[i]].n_consumers++;
+    kiln_graph_recount(g);
     c->depth--;
     *out = g;
     return KILN_OK;

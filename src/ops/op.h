@@ -52,7 +52,12 @@ struct kiln_kernel {
     void  *state;
     void (*release)(void *state);
     const char *impl;          /* "dnnl:jit:avx2", ... for reports */
+    int32_t fused_activation;  /* 1: run() already applied n->act */
 };
+
+/* Applies n->act in place to out (float32); no-op for KILN_ACT_NONE. */
+kiln_status kiln_activation_apply(const struct kiln_node *n, struct kiln_value *out,
+                                  kiln_error *err);
 
 typedef kiln_status (*kiln_prepare_fn)(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                        const struct kiln_value *const *in, int n_in,

@@ -221,3 +221,54 @@ void kiln_strides(int32_t rank, const int64_t *dims, int64_t *strides) {
         s *= dims[i];
     }
 }
+
+kiln_status kiln_activation_apply(const struct kiln_node *n, struct kiln_value *out,
+                                  kiln_error *err) {
+    const struct kiln_activation *a = &n->act;
+    if (a->kind == KILN_ACT_NONE || !out) return KILN_OK;
+    if (out->dtype != KILN_DTYPE_FLOAT)
+        return kiln_op_fail(err, KILN_ERR_INTERNAL, n, "fused activation on a %s output",
+                            kiln_dtype_name(out->dtype));
+    float *x = out->data;
+    int64_t len = kiln_value_numel(out);
+    float al = a->alpha, be = a->beta;
+    switch (a->kind) {
+    case KILN_ACT_RELU:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] > 0 ? x[i] : 0;
+        break;
+    case KILN_ACT_CLIP:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] < al ? al : (x[i] > be ? be : x[i]);
+        break;
+    case KILN_ACT_LEAKY_RELU:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] >= 0 ? x[i] : al * x[i];
+        break;
+    case KILN_ACT_SIGMOID:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = 1.0f / (1.0f + expf(-x[i]));
+        break;
+    case KILN_ACT_HARD_SIGMOID:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) {
+            float v = al * x[i] + be;
+            x[i] = v < 0 ? 0 : (v > 1 ? 1 : v);
+        }
+        break;
+    case KILN_ACT_HARD_SWISH:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) {
+            float v = x[i] / 6.0f + 0.5f;
+            x[i] *= v < 0 ? 0 : (v > 1 ? 1 : v);
+        }
+        break;
+    case KILN_ACT_TANH:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = tanhf(x[i]);
+        break;
+    default:
+        return kiln_op_fail(err, KILN_ERR_INTERNAL, n, "unknown fused activation %d", (int)a->kind);
+    }
+    return KILN_OK;
+}

@@ -273,6 +273,13 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
                 }
             for (int32_t j = 0; j < n->n_inputs; j++)
                 if (n->inputs[j] >= 0 && g->values[n->inputs[j]].outer < 0) frame_release(f, n->inputs[j]);
+            /* values the subgraphs read from this frame were counted as uses of this node */
+            for (int32_t a = 0; a < n->n_attrs; a++) {
+                const struct kiln_graph *sub = n->attrs[a].g;
+                for (int32_t v = 0; sub && v < sub->n_values; v++)
+                    if (sub->values[v].outer >= 0 && g->values[sub->values[v].outer].outer < 0)
+                        frame_release(f, sub->values[v].outer);
+            }
             continue;
         }
         s = n->op->infer(n, in, n->n_inputs, outv, n->n_outputs, err);
@@ -304,6 +311,7 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
         }
         if (k.run) s = k.run(n, &local, k.state, in, n->n_inputs, outv, n->n_outputs, err);
         else s = n->op->exec(n, &local, in, n->n_inputs, outv, n->n_outputs, err);
+        if (!s && n->act.kind && !(k.run && k.fused_activation)) s = kiln_activation_apply(n, outv[0], err);
         if (k.release) k.release(k.state);
         if (s) {
             if (err && !strstr(err->msg, n->name)) kiln_fail_prefix(err, s, "node '%s' (%s)", n->name, n->op_type);
@@ -406,6 +414,8 @@ static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct 
         kiln_status rs = st->kernel.run
                              ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
                              : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
+        if (!rs && n->act.kind && !st->kernel.fused_activation)
+            rs = kiln_activation_apply(n, outv[0], err);
         if (rs) {
             if (err && !strstr(err->msg, n->name))
                 kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);
