@@ -163,7 +163,7 @@ static kiln_status warm(struct srv_version *v, struct srv_instance *in, kiln_err
     return st;
 }
 
-/* Highest numeric version directory holding model.onnx; -1 if none. */
+/* Highest numeric version directory holding model.kiln or model.onnx; -1 if none. */
 static int64_t pick_version(const char *dir, char *path, size_t path_size) {
     DIR *d = opendir(dir);
     if (!d) return -1;
@@ -178,10 +178,16 @@ static int64_t pick_version(const char *dir, char *path, size_t path_size) {
         int64_t v = atoll(n);
         char p[4096];
         struct stat st;
-        snprintf(p, sizeof p, "%s/%s/model.onnx", dir, n);
-        if (v > best && stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
-            best = v;
-            snprintf(path, path_size, "%s", p);
+        if (v <= best) continue;
+        /* a compiled plan wins over the ONNX file it was made from */
+        static const char *const files[] = {"model.kiln", "model.onnx"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(p, sizeof p, "%s/%s/%s", dir, n, files[k]);
+            if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+                best = v;
+                snprintf(path, path_size, "%s", p);
+                break;
+            }
         }
     }
     closedir(d);
@@ -197,7 +203,7 @@ static kiln_status load_version(struct kiln_server *s, const char *name, struct 
         return kiln_fail(err, KILN_ERR_IO, "%s: no such model directory", dir);
     int64_t ver = pick_version(dir, model_path, sizeof model_path);
     if (ver < 0)
-        return kiln_fail(err, KILN_ERR_IO, "%s: no version directory <N>/model.onnx", dir);
+        return kiln_fail(err, KILN_ERR_IO, "%s: no version directory <N>/model.onnx (or model.kiln)", dir);
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
 
     struct srv_version *v = calloc(1, sizeof *v);
@@ -343,6 +349,16 @@ static void finish_job(struct srv_job *j, int status, const char *msg) {
 }
 
 static void do_load(struct kiln_server *s, struct srv_job *j) {
+    char dir[4096];
+    struct stat sb;
+    snprintf(dir, sizeof dir, "%s/%s", s->repo_dir, j->name);
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        /* no entry is made for a name the repository does not hold */
+        char msg[4200];
+        snprintf(msg, sizeof msg, "%s: no such model directory", dir);
+        finish_job(j, 404, msg);
+        return;
+    }
     pthread_mutex_lock(&s->repo_lock);
     struct srv_model *m = get_model(s, j->name);
     if (m && !m->live) m->state = MS_LOADING;
