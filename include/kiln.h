@@ -99,6 +99,19 @@ typedef enum kiln_dtype {
     KILN_DTYPE_UINT32    = 12,
     KILN_DTYPE_UINT64    = 13,
     KILN_DTYPE_BFLOAT16  = 16,
+    /* Narrow types. In memory kiln keeps one element per byte: float8 and
+     * float4 as their bit codes, int4/int2 sign-extended, uint4/uint2 as is.
+     * Files pack 4-bit types two per byte and 2-bit types four per byte. */
+    KILN_DTYPE_FLOAT8E4M3FN   = 17,
+    KILN_DTYPE_FLOAT8E4M3FNUZ = 18,
+    KILN_DTYPE_FLOAT8E5M2     = 19,
+    KILN_DTYPE_FLOAT8E5M2FNUZ = 20,
+    KILN_DTYPE_UINT4          = 21,
+    KILN_DTYPE_INT4           = 22,
+    KILN_DTYPE_FLOAT4E2M1     = 23,
+    KILN_DTYPE_FLOAT8E8M0     = 24,
+    KILN_DTYPE_UINT2          = 25,
+    KILN_DTYPE_INT2           = 26,
 } kiln_dtype;
 
 const char *kiln_dtype_name(kiln_dtype t);   /* "float32", "int64", ...; "?" if unknown */
