@@ -112,10 +112,14 @@ static int64_t run_size_for(const struct srv_config *c, int64_t rows) {
     return rows;
 }
 
+/* Scratch input i of at least `need` bytes, 64-byte aligned like kiln's own
+ * buffers (contents are not kept). */
 static void *grow(struct srv_instance *in, int i, size_t need) {
     if (in->scratch_cap[i] >= need) return in->scratch[i];
-    void *p = realloc(in->scratch[i], need);
+    need = (need + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, need);
     if (!p) return NULL;
+    free(in->scratch[i]);
     in->scratch[i] = p;
     in->scratch_cap[i] = need;
     return p;
@@ -148,9 +152,24 @@ static void execute(struct srv_instance *in, struct srv_call **calls, int n, int
             ins[i].nbytes = row_bytes * (size_t)R;
         }
     } else {
-        memcpy(ins, calls[0]->req->in, sizeof(kiln_tensor) * (size_t)calls[0]->req->n_in);
+        const struct kiln_serve_infer *h = calls[0]->req;
+        memcpy(ins, h->in, sizeof(kiln_tensor) * (size_t)h->n_in);
+        /* binary tensors point into the body at any offset: align them */
+        for (int32_t i = 0; i < h->n_in && !st; i++)
+            if ((uintptr_t)ins[i].data % 64) {
+                void *buf = grow(in, i, ins[i].nbytes + 1);
+                if (!buf) { st = kiln_fail(&err, KILN_ERR_NO_MEMORY, "input buffer"); break; }
+                memcpy(buf, ins[i].data, ins[i].nbytes);
+                ins[i].data = buf;
+            }
     }
     if (!st) st = kiln_session_run(in->sess, ins, cfg->sig.n_in, outs, cfg->sig.n_out, &err);
+    if (st && n > 1) {
+        /* a data-dependent failure must not fail the requests batched with
+         * it: run each alone so only the offending one gets the error */
+        for (int k = 0; k < n; k++) execute(in, &calls[k], 1, calls[k]->req->batch);
+        return;
+    }
     int64_t t1 = now_ns();
     int status[4096];
     int64_t row = 0;

@@ -219,13 +219,18 @@ kiln_status srv_config_load(const char *path, const kiln_model *m, int n_models,
 
     /* can the model batch? every input and output must lead with a free dim */
     bool batchable = c->sig.n_in > 0;
-    const char *why = "";
+    const char *why = NULL;    /* the first input or output that cannot batch */
     for (int32_t i = 0; i < c->sig.n_in; i++)
-        if (c->sig.in[i].rank < 1 || c->sig.in[i].dims[0] != -1) { batchable = false; why = c->sig.in[i].name; }
+        if (c->sig.in[i].rank < 1 || c->sig.in[i].dims[0] != -1) {
+            batchable = false;
+            if (!why) why = c->sig.in[i].name;
+        }
     for (int32_t i = 0; i < c->sig.n_out; i++)
         if (c->sig.out[i].rank == 0 || (c->sig.out[i].rank > 0 && c->sig.out[i].dims[0] >= 0)) {
-            batchable = false; why = c->sig.out[i].name;
+            batchable = false;
+            if (!why) why = c->sig.out[i].name;
         }
+    if (!why) why = "(no inputs)";
 
     json_object *ji = NULL, *jo = NULL;
     bool have_mb = false;
@@ -370,7 +375,7 @@ kiln_status srv_config_load(const char *path, const kiln_model *m, int n_models,
     }
     if (!c->cores_per_instance) {
         int per = usable_cores / ((n_models > 0 ? n_models : 1) * c->instance_count);
-        c->cores_per_instance = per > 0 ? per : 1;
+        c->cores_per_instance = per < 1 ? 1 : per > KILN_MAX_PIN_CPUS ? KILN_MAX_PIN_CPUS : per;
     }
     make_run_sizes(c);
     json_object_put(root);

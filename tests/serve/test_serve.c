@@ -256,6 +256,10 @@ static void build_repo(void) {
         snprintf(name, sizeof name, "t_%s", dtypes[i].v2);
         add_model(name, 1, GEN_IDENTITY, dtypes[i].onnx, NULL);
     }
+    if (affine) {
+        add_model("fixed", 1, GEN_FIXED, 1, NULL);                         /* x [1,4]: no batching */
+        add_model("fixed_bad", 1, GEN_FIXED, 1, "{\"max_batch_size\": 4}");
+    }
     add_model("bad_cfg", 1, GEN_IDENTITY, 1, "{\"max_batch_size\": 8, \"dynamic_batching\": {\"max_queue_delay\": 5}}");
     add_model("bad_type", 1, GEN_IDENTITY, 1, "{\"max_batch_size\": \"eight\"}");
     add_model("bad_model", 1, GEN_IDENTITY, 1, NULL);
@@ -357,6 +361,28 @@ static void test_infer_json(void) {
               (int)r.ihcl, r.body);
         CHECK(!strcmp(r.ctype, " application/octet-stream"), "binary content type '%s'", r.ctype);
     }
+    free(r.body);
+}
+
+/* a model with a fixed first dimension is served unbatched, shapes are full */
+static void test_unbatched(void) {
+    if (!affine) return;
+    struct resp r = http("GET", "/v2/models/fixed", NULL);
+    EXPECT(r, 200, "{\"name\":\"fixed\",\"versions\":[\"1\"],\"platform\":\"onnx_onnxv1\",\"inputs\":[{\"name\":\"x\","
+                   "\"datatype\":\"FP32\",\"shape\":[1,4]}],\"outputs\":[{\"name\":\"y\",\"datatype\":\"FP32\",\"shape\":[1,4]}]}");
+    free(r.body);
+    r = http("POST", "/v2/models/fixed/infer",
+             "{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}]}");
+    EXPECT(r, 200, "{\"model_name\":\"fixed\",\"model_version\":\"1\",\"outputs\":[{\"name\":\"y\",\"datatype\":\"FP32\","
+                   "\"shape\":[1,4],\"data\":[3,5,7,9]}]}");
+    free(r.body);
+    r = http("POST", "/v2/models/fixed/infer",
+             "{\"inputs\":[{\"name\":\"x\",\"shape\":[2,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4,5,6,7,8]}]}");
+    EXPECT(r, 400, "{\"error\":\"input 'x': shape [2,4] does not match the model's [1,4] (-1 = any)\"}");
+    free(r.body);
+    r = http("POST", "/v2/repository/index", "");
+    CHECK(strstr(r.body, "config.json: field 'max_batch_size': 4, but 'x' has no variable first (batch) dimension") != NULL,
+          "fixed_bad reason: %s", r.body);
     free(r.body);
 }
 
@@ -922,6 +948,7 @@ int main(int argc, char **argv) {
     test_health_and_metadata();
     test_infer_json();
     test_infer_binary_input();
+    test_unbatched();
     test_dtypes();
     test_bad_requests_with_traffic();
     test_batching();
