@@ -31,7 +31,8 @@ static const char USAGE[] =
     "  --int-range LO,HI   integer inputs uniform in [LO,HI) (default 0,100)\n"
     "  --seed S            input generator seed (default 1)\n"
     "  --json              one JSON object per line per batch size\n"
-    "  --reference         portable reference kernels only\n";
+    "  --reference         portable reference kernels only\n"
+    "  --profile           after each batch size, print time per op type and the slowest steps\n";
 
 #define MAX_BATCHES 64
 #define MAX_SAMPLES (10 * 1000 * 1000)
@@ -40,12 +41,52 @@ struct bench_opts {
     const char *model;
     int64_t batches[MAX_BATCHES];
     int n_batches;
-    int threads, warmup, iters, json, reference;
+    int threads, warmup, iters, json, reference, profile;
     double seconds;
     int64_t int_lo, int_hi;
     uint64_t seed;
     struct tf_dims dims;
 };
+
+static int cmp_prof(const void *a, const void *b) {
+    double x = ((const kiln_profile_entry *)a)->total_ms, y = ((const kiln_profile_entry *)b)->total_ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Time per op type and implementation, then the ten slowest steps (per run). */
+static void print_profile(const kiln_session *s) {
+    int32_t n = kiln_session_profile(s, NULL, 0);
+    kiln_profile_entry *e = calloc((size_t)n + 1, sizeof *e);
+    if (!e) return;
+    kiln_session_profile(s, e, n);
+    double total = 0;
+    for (int32_t i = 0; i < n; i++) total += e[i].total_ms;
+    int64_t calls = n && e[0].calls ? e[0].calls : 1;
+    printf("profile: %d steps, %.3f ms per run in steps\n", n, total / (double)calls);
+    kiln_profile_entry *byop = calloc((size_t)n + 1, sizeof *byop);
+    int32_t nb = 0;
+    for (int32_t i = 0; byop && i < n; i++) {
+        int32_t j;
+        for (j = 0; j < nb; j++)
+            if (!strcmp(byop[j].op_type, e[i].op_type) && !strcmp(byop[j].impl, e[i].impl)) break;
+        if (j == nb) byop[nb++] = (kiln_profile_entry){NULL, e[i].op_type, e[i].impl, 0, 0};
+        byop[j].total_ms += e[i].total_ms;
+        byop[j].calls++;
+    }
+    if (byop) {
+        qsort(byop, (size_t)nb, sizeof *byop, cmp_prof);
+        printf("  %-20s %-28s %6s %10s %6s\n", "op", "impl", "steps", "ms/run", "%");
+        for (int32_t j = 0; j < nb; j++)
+            printf("  %-20s %-28s %6lld %10.3f %6.1f\n", byop[j].op_type, byop[j].impl, (long long)byop[j].calls,
+                   byop[j].total_ms / (double)calls, total > 0 ? 100 * byop[j].total_ms / total : 0);
+    }
+    qsort(e, (size_t)n, sizeof *e, cmp_prof);
+    printf("  slowest steps:\n");
+    for (int32_t i = 0; i < n && i < 10; i++)
+        printf("  %-48s %-18s %-28s %8.3f ms\n", e[i].node, e[i].op_type, e[i].impl, e[i].total_ms / (double)calls);
+    free(byop);
+    free(e);
+}
 
 static int parse_int_opt(const char *opt, const char *val, int64_t lo, int64_t hi, int64_t *out) {
     if (tf_parse_i64(val, out) || *out < lo || *out > hi) {
@@ -121,6 +162,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
             if (parse_int_opt(key, val, 0, INT64_MAX, &v)) return -1;
             o->seed = (uint64_t)v;
         } else if (!strcmp(a, "--json")) o->json = 1;
+        else if (!strcmp(a, "--profile")) o->profile = 1;
         else if (!strcmp(a, "--reference")) o->reference = 1;
         else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "kiln bench: unknown option '%s'\n", a);
@@ -275,6 +317,7 @@ int kiln_cmd_bench(int argc, char **argv) {
     kiln_session_options so = kiln_session_options_default();
     so.n_threads = o.threads;
     so.reference_kernels = o.reference;
+    so.profile = o.profile;
     kiln_session *s = NULL;
     t0 = tf_now_ms();
     if (kiln_session_create(m, &so, &s, &err)) {
@@ -364,6 +407,7 @@ int kiln_cmd_bench(int argc, char **argv) {
         printf("%6lld %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %11.1f %7d  %s\n", (long long)r.batch, r.mean, r.p50,
                r.p90, r.p99, r.min, r.max, r.thr, r.iters, r.shapes);
         fflush(stdout);
+        if (o.profile) print_profile(s);
     }
 done:
     for (int32_t i = 0; ins && i < n_in; i++) tf_free(&ins[i]);

@@ -721,6 +721,11 @@ kiln_status kiln_onnx_import(const uint8_t *buf, size_t len, const char *dir, co
                              const struct kiln_import_limits *lim, struct kiln_onnx_model *out,
                              kiln_error *err) {
     memset(out, 0, sizeof *out);
+    if (!kiln_pb_nesting_ok(buf, len, KILN_PB_ROOT_MODEL, KILN_PB_MAX_DEPTH))
+        return kiln_fail(err, KILN_ERR_LIMIT,
+                         "%s: messages nested deeper than %d levels (graphs within graphs or "
+                         "types within types)",
+                         label, KILN_PB_MAX_DEPTH);
     KilnOnnx__ModelProto *mp = kiln_onnx__model_proto__unpack(NULL, len, buf);
     if (!mp)
         return kiln_fail(err, KILN_ERR_BAD_MODEL,

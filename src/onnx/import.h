@@ -36,6 +36,12 @@ kiln_status kiln_onnx_read_tensor(const uint8_t *buf, size_t len, const char *la
                                   const struct kiln_import_limits *lim, struct kiln_value *v,
                                   char **name, kiln_error *err);
 
+/* False when the protobuf nests messages deeper than max_depth (at most 128)
+ * along the fields protobuf-c recurses into (src/onnx/pb_depth.c). */
+#define KILN_PB_ROOT_MODEL 1
+#define KILN_PB_MAX_DEPTH 64
+bool kiln_pb_nesting_ok(const uint8_t *buf, size_t len, int root, int max_depth);
+
 /* Reads a whole file with a size limit. *out is malloc'ed. */
 kiln_status kiln_read_file(const char *path, uint64_t max_bytes, uint8_t **out, size_t *len,
                            kiln_error *err);

@@ -465,7 +465,9 @@ static kiln_status conv_prepare_common(const struct kiln_node *n,
     struct kiln_dnnl_conv_shape sh = {
         .nsp = g.nsp, .transposed = transposed, .has_bias = n_in > 2 && in[2] != NULL,
         .N = g.N, .C = g.C, .M = g.M, .G = g.G,
-        .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta};
+        .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta,
+        .src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST,
+        .dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST};
     for (int32_t i = 0; i < g.nsp; i++) {
         sh.in[i] = g.in[i]; sh.out[i] = g.out[i]; sh.k[i] = g.k[i];
         sh.s[i] = g.s[i]; sh.d[i] = g.d[i]; sh.pb[i] = g.pb[i]; sh.pe[i] = g.pe[i];
@@ -750,9 +752,12 @@ static kiln_status pool_fast_run(const struct kiln_node *n, struct kiln_exec_ctx
 /* Builds the oneDNN pooling primitive for f32 MaxPool (without Indices),
  * AveragePool and GlobalAveragePool (g describes the window). */
 static kiln_status pool_prepare_geom(const struct kiln_node *n, const struct geom *g, int alg,
+                                     const struct kiln_value *src, const struct kiln_value *dst,
                                      struct kiln_kernel *k, kiln_error *err) {
     if (g->nsp > KILN_DNNL_MAX_SP || g->N * g->C == 0 || prod(g->in, g->nsp) == 0) return KILN_OK;
-    struct kiln_dnnl_pool_shape sh = {.nsp = g->nsp, .alg = alg, .N = g->N, .C = g->C};
+    struct kiln_dnnl_pool_shape sh = {.nsp = g->nsp, .alg = alg, .N = g->N, .C = g->C,
+                                      .src_cl = src->layout == KILN_LAYOUT_CHANNELS_LAST,
+                                      .dst_cl = dst->layout == KILN_LAYOUT_CHANNELS_LAST};
     for (int32_t i = 0; i < g->nsp; i++) {
         int64_t dk = (g->k[i] - 1) * g->d[i] + 1;
         sh.in[i] = g->in[i]; sh.out[i] = g->out[i]; sh.k[i] = g->k[i];
@@ -785,7 +790,7 @@ static kiln_status maxpool_prepare(const struct kiln_node *n, struct kiln_exec_c
     struct geom g;
     kiln_status st = pool_geom(n, in[0], POOL_MAX, &g, err);
     if (st) return st;
-    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_MAX, k, err);
+    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_MAX, in[0], out[0], k, err);
 }
 
 static kiln_status avgpool_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
@@ -798,7 +803,7 @@ static kiln_status avgpool_prepare(const struct kiln_node *n, struct kiln_exec_c
     if (st) return st;
     int alg = kiln_attr_int(n, "count_include_pad", 0) ? KILN_DNNL_POOL_AVG_INCLUDE_PAD
                                                         : KILN_DNNL_POOL_AVG_EXCLUDE_PAD;
-    return pool_prepare_geom(n, &g, alg, k, err);
+    return pool_prepare_geom(n, &g, alg, in[0], out[0], k, err);
 }
 
 static double pool_flops(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
@@ -891,7 +896,7 @@ static kiln_status gap_prepare(const struct kiln_node *n, struct kiln_exec_ctx *
         g.out[i] = g.s[i] = g.d[i] = 1;
         if (g.in[i] <= 0) return KILN_OK;
     }
-    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_AVG_EXCLUDE_PAD, k, err);
+    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_AVG_EXCLUDE_PAD, in[0], out[0], k, err);
 }
 
 /* ---- MaxUnpool ------------------------------------------------------------- */

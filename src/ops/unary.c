@@ -41,6 +41,18 @@ static void run_chunks(const struct kiln_exec_ctx *ctx, int64_t n,
     }
 }
 
+/* The dtypes these kernels compute on. kiln_dtype_is_float/_is_int also
+ * accept the narrow storage types (float8, float4, int4, int2), which only
+ * Cast handles. */
+static bool is_wide_float(kiln_dtype t) {
+    return t == KILN_DTYPE_FLOAT || t == KILN_DTYPE_DOUBLE || t == KILN_DTYPE_FLOAT16 ||
+           t == KILN_DTYPE_BFLOAT16;
+}
+
+static bool is_std_int(kiln_dtype t) {
+    return kiln_dtype_is_int(t) && kiln_dtype_bits(t) >= 8;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Common checks                                                             */
 
@@ -238,7 +250,7 @@ static void ujob_range(const void *varg, int64_t s, int64_t e) {
 }
 
 static bool unary_dtype_ok(const struct unary_def *d, kiln_dtype dt) {
-    if (kiln_dtype_is_float(dt)) return true;
+    if (is_wide_float(dt)) return true;
     return d->ints && (unsigned)dt < UN_NDT && (*d->ints)[dt];
 }
 
@@ -476,7 +488,7 @@ static kiln_status infer_clip(const struct kiln_node *n, const struct kiln_value
     kiln_status s = check_io(n, in, n_in, n->opset < 11 ? 1 : 3, out, n_out, err);
     if (s != KILN_OK) return s;
     kiln_dtype dt = in[0]->dtype;
-    bool ok = kiln_dtype_is_float(dt) || (n->opset >= 12 && kiln_dtype_is_int(dt));
+    bool ok = is_wide_float(dt) || (n->opset >= 12 && is_std_int(dt));
     if (!ok) return unsupported_dtype(n, 0, dt, err);
     for (int i = 1; i < n_in; i++) {
         if (!in[i]) continue;
@@ -563,7 +575,7 @@ static kiln_status infer_float_to_bool(const struct kiln_node *n,
                                        kiln_error *err) {
     kiln_status s = check_io(n, in, n_in, 1, out, n_out, err);
     if (s != KILN_OK) return s;
-    if (!kiln_dtype_is_float(in[0]->dtype)) return unsupported_dtype(n, 0, in[0]->dtype, err);
+    if (!is_wide_float(in[0]->dtype)) return unsupported_dtype(n, 0, in[0]->dtype, err);
     kiln_value_set_shape(out[0], KILN_DTYPE_BOOL, in[0]->rank, in[0]->dims);
     return KILN_OK;
 }
@@ -655,7 +667,7 @@ static kiln_status infer_bitwise_not(const struct kiln_node *n,
                                      kiln_error *err) {
     kiln_status s = check_io(n, in, n_in, 1, out, n_out, err);
     if (s != KILN_OK) return s;
-    if (!kiln_dtype_is_int(in[0]->dtype)) return unsupported_dtype(n, 0, in[0]->dtype, err);
+    if (!is_std_int(in[0]->dtype)) return unsupported_dtype(n, 0, in[0]->dtype, err);
     kiln_value_set_shape(out[0], in[0]->dtype, in[0]->rank, in[0]->dims);
     return KILN_OK;
 }
@@ -665,7 +677,7 @@ static kiln_status exec_bitwise_not(const struct kiln_node *n, struct kiln_exec_
                                     struct kiln_value *const *out, int n_out,
                                     kiln_error *err) {
     kiln_dtype dt = in[0]->dtype;
-    if (!kiln_dtype_is_int(dt)) return unsupported_dtype(n, 0, dt, err);
+    if (!is_std_int(dt)) return unsupported_dtype(n, 0, dt, err);
     struct raw_job J = {bnot_tab[dt], kiln_dtype_size(dt), in[0]->data, out[0]->data};
     run_chunks(ctx, kiln_value_numel(in[0]), raw_range, &J);
     return KILN_OK;
@@ -684,11 +696,14 @@ static kiln_status exec_bitwise_not(const struct kiln_node *n, struct kiln_exec_
 enum cast_kind { CK_D, CK_I, CK_U };
 
 static bool cast_dtype_ok(kiln_dtype t) {
-    return kiln_dtype_is_float(t) || kiln_dtype_is_int(t) || t == KILN_DTYPE_BOOL;
+    return kiln_dtype_is_float(t) || kiln_dtype_is_int(t) || t == KILN_DTYPE_BOOL ||
+           kiln_dtype_is_narrow_float(t) || kiln_dtype_is_narrow_int(t);
 }
 
 static enum cast_kind cast_kind_of(kiln_dtype t) {
-    return kiln_dtype_is_float(t) ? CK_D : t == KILN_DTYPE_UINT64 ? CK_U : CK_I;
+    return kiln_dtype_is_float(t) || kiln_dtype_is_narrow_float(t) ? CK_D
+           : t == KILN_DTYPE_UINT64                                 ? CK_U
+                                                                    : CK_I;
 }
 
 /* Rounds d to p significant bits, with the precision shrinking below 2^emin
@@ -882,8 +897,9 @@ static kiln_status cast_check(const struct kiln_node *n, kiln_dtype from, kiln_d
                             kiln_dtype_name(from));
     if (!cast_dtype_ok(to))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n,
-                            "cast to %s (ONNX type %d) is not supported", kiln_dtype_name(to),
-                            (int)to);
+                            "cast to ONNX type %d (%s) is not supported", (int)to,
+                            kiln_dtype_size(to) ? kiln_dtype_name(to)
+                                                : "string");
     return KILN_OK;
 }
 
