@@ -99,6 +99,19 @@ typedef enum kiln_dtype {
     KILN_DTYPE_UINT32    = 12,
     KILN_DTYPE_UINT64    = 13,
     KILN_DTYPE_BFLOAT16  = 16,
+    /* Narrow types. In memory kiln keeps one element per byte: float8 and
+     * float4 as their bit codes, int4/int2 sign-extended, uint4/uint2 as is.
+     * Files pack 4-bit types two per byte and 2-bit types four per byte. */
+    KILN_DTYPE_FLOAT8E4M3FN   = 17,
+    KILN_DTYPE_FLOAT8E4M3FNUZ = 18,
+    KILN_DTYPE_FLOAT8E5M2     = 19,
+    KILN_DTYPE_FLOAT8E5M2FNUZ = 20,
+    KILN_DTYPE_UINT4          = 21,
+    KILN_DTYPE_INT4           = 22,
+    KILN_DTYPE_FLOAT4E2M1     = 23,
+    KILN_DTYPE_FLOAT8E8M0     = 24,
+    KILN_DTYPE_UINT2          = 25,
+    KILN_DTYPE_INT2           = 26,
 } kiln_dtype;
 
 const char *kiln_dtype_name(kiln_dtype t);   /* "float32", "int64", ...; "?" if unknown */
@@ -136,6 +149,7 @@ typedef struct kiln_load_options {
     uint32_t size;              /* sizeof(kiln_load_options): lets the struct grow */
     uint64_t max_tensor_bytes;  /* largest tensor a plan may hold (0 = default 4 GiB) */
     uint64_t max_arena_bytes;   /* memory limit for one session's activations (0 = 16 GiB) */
+    int32_t  no_optimize;       /* 1: skip graph passes (BN folding, activation fusion, DCE) */
 } kiln_load_options;
 
 kiln_load_options kiln_load_options_default(void);
@@ -150,6 +164,15 @@ kiln_status kiln_model_load_buffer(const void *data, size_t size, const char *la
                                    const kiln_load_options *opts, kiln_model **out,
                                    kiln_error *err);
 void        kiln_model_free(kiln_model *m);   /* NULL is fine; no session may remain */
+
+/* Writes the model's optimized graph and weights as a compiled plan (.kiln,
+ * docs/kiln-format.md) that kiln_model_load maps read-only: every session and
+ * every process loading the same plan shares its weight pages. batch_sizes
+ * (may be NULL) records the batch sizes the plan is meant for. */
+kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const int32_t *batch_sizes,
+                                 int32_t n_batch_sizes, kiln_error *err);
+/* 1 when the model was loaded from a .kiln plan. */
+int32_t     kiln_model_is_plan(const kiln_model *m);
 
 int32_t     kiln_model_n_inputs(const kiln_model *m);
 int32_t     kiln_model_n_outputs(const kiln_model *m);

@@ -14,6 +14,7 @@ static const struct {
     {"run", kiln_cmd_run, "MODEL --input NAME=FILE ... run once, print/save outputs"},
     {"bench", kiln_cmd_bench, "MODEL [--batch 1,2,4]     offline latency and throughput"},
     {"test-onnx", kiln_cmd_test_onnx, "DIR...                   ONNX backend-test conformance"},
+    {"compile", kiln_cmd_compile, "MODEL.onnx -o OUT.kiln    optimize and write a compiled plan"},
 };
 
 static void usage(FILE *f) {

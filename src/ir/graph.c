@@ -124,7 +124,7 @@ void kiln_graph_free(struct kiln_graph *g) {
         struct kiln_value_info *v = &g->values[i];
         free(v->name);
         for (int r = 0; r < KILN_MAX_RANK; r++) free(v->dim_names[r]);
-        free(v->v.data); /* constants are owned by the graph */
+        if (!v->borrowed) free(v->v.data); /* constants are owned by the graph */
     }
     free(g->values);
     free(g->nodes);
@@ -170,4 +170,27 @@ struct kiln_node *kiln_graph_add_node(struct kiln_graph *g) {
     memset(n, 0, sizeof *n);
     n->index = g->n_nodes++;
     return n;
+}
+
+void kiln_graph_recount(struct kiln_graph *g) {
+    for (int32_t v = 0; v < g->n_values; v++) {
+        g->values[v].n_consumers = 0;
+        g->values[v].producer = -1;
+    }
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        struct kiln_node *n = &g->nodes[i];
+        n->index = i;
+        for (int32_t j = 0; j < n->n_inputs; j++)
+            if (n->inputs[j] >= 0) g->values[n->inputs[j]].n_consumers++;
+        for (int32_t j = 0; j < n->n_outputs; j++)
+            if (n->outputs[j] >= 0) g->values[n->outputs[j]].producer = i;
+        for (int32_t a = 0; a < n->n_attrs; a++) {
+            const struct kiln_graph *sub = n->attrs[a].g;
+            if (!sub) continue;
+            for (int32_t v = 0; v < sub->n_values; v++)
+                if (sub->values[v].outer >= 0 && sub->values[v].outer < g->n_values)
+                    g->values[sub->values[v].outer].n_consumers++;
+        }
+    }
+    for (int32_t i = 0; i < g->n_outputs; i++) g->values[g->outputs[i]].n_consumers++;
 }

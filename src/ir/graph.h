@@ -65,6 +65,25 @@ struct kiln_attr {
     char         **strings;
 };
 
+/* An elementwise activation fused into the node that produces its input
+ * (set by the fuse-activation pass). The executor applies it to output 0
+ * unless the node's kernel reports that it already did (a oneDNN post-op). */
+enum kiln_act_kind {
+    KILN_ACT_NONE = 0,
+    KILN_ACT_RELU,
+    KILN_ACT_CLIP,          /* alpha = min, beta = max */
+    KILN_ACT_LEAKY_RELU,    /* alpha */
+    KILN_ACT_SIGMOID,
+    KILN_ACT_HARD_SIGMOID,  /* alpha * x + beta, clipped to [0, 1] */
+    KILN_ACT_HARD_SWISH,
+    KILN_ACT_TANH,
+};
+
+struct kiln_activation {
+    enum kiln_act_kind kind;
+    float alpha, beta;
+};
+
 struct kiln_node {
     char    *name;             /* ONNX node name, or "<op>_<index>" when empty */
     char    *op_type;
@@ -76,6 +95,7 @@ struct kiln_node {
     int32_t  n_attrs;
     struct kiln_attr *attrs;
     const struct kiln_op_def *op;   /* NULL when unsupported */
+    struct kiln_activation act;     /* fused activation on output 0 */
     int32_t  index;            /* position in graph->nodes */
 };
 
@@ -84,6 +104,8 @@ struct kiln_value_info {
     struct kiln_value v;       /* dtype + declared shape (+ data for constants) */
     char   *dim_names[KILN_MAX_RANK];
     bool    has_shape;         /* false when the model declares no shape */
+    bool    non_tensor;        /* declared as a sequence, optional, map or sparse type */
+    bool    borrowed;          /* constant data lives in a mapped plan file: not freed */
     bool    is_const;          /* initializer or Constant-node output */
     bool    is_input;          /* graph input fed by the caller */
     int32_t outer;             /* id in the enclosing graph, or -1 */
@@ -127,5 +149,8 @@ void    kiln_graph_free(struct kiln_graph *g);
 int32_t kiln_graph_find(const struct kiln_graph *g, const char *name);
 int32_t kiln_graph_add_value(struct kiln_graph *g, const char *name);   /* -1 on OOM */
 struct kiln_node *kiln_graph_add_node(struct kiln_graph *g);            /* NULL on OOM */
+/* Recomputes producers and consumer counts. A value that a node's subgraph
+ * reads from this graph (an outer reference) counts as a use by that node. */
+void    kiln_graph_recount(struct kiln_graph *g);
 
 #endif

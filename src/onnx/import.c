@@ -174,7 +174,7 @@ static kiln_status tensor_to_value(const struct import_ctx *c, KilnOnnx__TensorP
     if (!dtype_supported(t->data_type))
         return kiln_fail(err, KILN_ERR_UNSUPPORTED,
                          "%s: tensor '%s': data type %d is not supported (kiln reads float32, "
-                         "float16, bfloat16, float64, int8-64, uint8-64, bool)",
+                         "float16, bfloat16, float64, int2-64, uint2-64, bool, float8, float4)",
                          c->label, tname, (int)t->data_type);
     if (t->n_dims > KILN_MAX_RANK)
         return kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: tensor '%s' has rank %zu, max is %d",
@@ -210,6 +210,48 @@ static kiln_status tensor_to_value(const struct import_ctx *c, KilnOnnx__TensorP
             v->data = NULL;
         }
         return s;
+    }
+    int bits = kiln_dtype_bits(v->dtype);
+    if (bits < 8) { /* int4/uint4/float4 (2 per byte), int2/uint2 (4 per byte): unpack */
+        size_t packed = (size_t)((numel * (uint64_t)bits + 7) / 8);
+        const uint8_t *src = NULL;
+        uint8_t *tmp = NULL;
+        if (t->has_raw_data) {
+            if (t->raw_data.len != packed)
+                return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                                 "%s: tensor '%s': raw_data has %zu bytes, expected %zu for %llu "
+                                 "%s values",
+                                 c->label, tname, t->raw_data.len, packed,
+                                 (unsigned long long)numel, kiln_dtype_name(v->dtype));
+            src = t->raw_data.data;
+        } else if (t->n_int32_data == packed || t->n_int32_data == numel) {
+            tmp = malloc(t->n_int32_data ? t->n_int32_data : 1);
+            if (!tmp) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: tensor '%s'", c->label, tname);
+            for (size_t i = 0; i < t->n_int32_data; i++) tmp[i] = (uint8_t)t->int32_data[i];
+            src = tmp;
+            if (t->n_int32_data != packed) bits = 8; /* one element per int32 */
+        } else {
+            return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: tensor '%s': has %zu int32_data values, "
+                             "expected %zu (packed) for %llu %s values", c->label, tname,
+                             t->n_int32_data, packed, (unsigned long long)numel,
+                             kiln_dtype_name(v->dtype));
+        }
+        v->data = malloc(v->nbytes ? v->nbytes : 1);
+        if (!v->data) {
+            free(tmp);
+            return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: tensor '%s'", c->label, tname);
+        }
+        int per = 8 / bits, mask = (1 << bits) - 1;
+        bool sign = v->dtype == KILN_DTYPE_INT4 || v->dtype == KILN_DTYPE_INT2;
+        for (uint64_t i = 0; i < numel; i++) {
+            int code = bits == 8 ? src[i] : (src[i / (uint64_t)per] >> ((i % (uint64_t)per) * (uint64_t)bits)) & mask;
+            if (bits == 8) code &= (1 << kiln_dtype_bits(v->dtype)) - 1;
+            int width = kiln_dtype_bits(v->dtype);
+            if (sign && (code & (1 << (width - 1)))) code -= 1 << width;
+            ((int8_t *)v->data)[i] = (int8_t)code;
+        }
+        free(tmp);
+        return KILN_OK;
     }
     if (t->has_raw_data) {
         if (t->raw_data.len != v->nbytes)
@@ -255,7 +297,10 @@ static kiln_status tensor_to_value(const struct import_ctx *c, KilnOnnx__TensorP
             ((uint16_t *)v->data)[i] = (uint16_t)t->int32_data[i];
             break;
         case KILN_DTYPE_INT8: ((int8_t *)v->data)[i] = (int8_t)t->int32_data[i]; break;
-        case KILN_DTYPE_UINT8: ((uint8_t *)v->data)[i] = (uint8_t)t->int32_data[i]; break;
+        case KILN_DTYPE_UINT8: case KILN_DTYPE_FLOAT8E4M3FN: case KILN_DTYPE_FLOAT8E4M3FNUZ:
+        case KILN_DTYPE_FLOAT8E5M2: case KILN_DTYPE_FLOAT8E5M2FNUZ: case KILN_DTYPE_FLOAT8E8M0:
+            ((uint8_t *)v->data)[i] = (uint8_t)t->int32_data[i];
+            break;
         case KILN_DTYPE_BOOL: ((uint8_t *)v->data)[i] = t->int32_data[i] != 0; break;
         default: break;
         }
@@ -270,6 +315,7 @@ static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
 static kiln_status read_value_info(const struct import_ctx *c, const KilnOnnx__ValueInfoProto *vi,
                                    struct kiln_value_info *v, kiln_error *err) {
     const KilnOnnx__TypeProto *tp = vi->type;
+    if (tp && tp->value_case != KILN_ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) v->non_tensor = true;
     if (!tp || tp->value_case != KILN_ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) return KILN_OK;
     const KilnOnnx__TypeProto__Tensor *tt = tp->tensor_type;
     if (tt->has_elem_type && dtype_supported(tt->elem_type)) v->v.dtype = (kiln_dtype)tt->elem_type;
@@ -648,6 +694,7 @@ static kiln_status import_graph(struct import_ctx *c, KilnOnnx__GraphProto *gp,
         struct kiln_value_info tmp = {.name = g->values[id].name};
         s = read_value_info(c, gp->output[i], &tmp, err);
         if (s) goto fail;
+        g->values[id].non_tensor |= tmp.non_tensor;
         if (!g->values[id].is_const && !g->values[id].is_input && !g->values[id].has_shape) {
             g->values[id].v.dtype = tmp.v.dtype;
             g->values[id].v.rank = tmp.v.rank;
@@ -660,10 +707,7 @@ static kiln_status import_graph(struct import_ctx *c, KilnOnnx__GraphProto *gp,
         if (!g->values[id].v.dtype) g->values[id].v.dtype = tmp.v.dtype;
     }
     /* consumer counts drive liveness in the planner */
-    for (int32_t i = 0; i < g->n_nodes; i++)
-        for (int32_t j = 0; j < g->nodes[i].n_inputs; j++)
-            if (g->nodes[i].inputs[j] >= 0) g->values[g->nodes[i].inputs[j]].n_consumers++;
-    for (int32_t i = 0; i < g->n_outputs; i++) g->values[g->outputs[i]].n_consumers++;
+    kiln_graph_recount(g);
     c->depth--;
     *out = g;
     return KILN_OK;

@@ -52,7 +52,12 @@ struct kiln_kernel {
     void  *state;
     void (*release)(void *state);
     const char *impl;          /* "dnnl:jit:avx2", ... for reports */
+    int32_t fused_activation;  /* 1: run() already applied n->act */
 };
+
+/* Applies n->act in place to out (float32); no-op for KILN_ACT_NONE. */
+kiln_status kiln_activation_apply(const struct kiln_node *n, struct kiln_value *out,
+                                  kiln_error *err);
 
 typedef kiln_status (*kiln_prepare_fn)(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                        const struct kiln_value *const *in, int n_in,
@@ -122,7 +127,13 @@ int64_t     kiln_value_get_int(const struct kiln_value *v, int64_t i);
 double      kiln_value_get_f64(const struct kiln_value *v, int64_t i);
 /* Writes element i of a numeric tensor from double (saturating casts are the caller's job). */
 void        kiln_value_set_f64(struct kiln_value *v, int64_t i, double x);
-bool        kiln_dtype_is_float(kiln_dtype t);    /* f16, bf16, f32, f64 */
+bool        kiln_dtype_is_float(kiln_dtype t);    /* f16, bf16, f32, f64, float8, float4 */
+bool        kiln_dtype_is_narrow_float(kiln_dtype t);  /* float8 kinds and float4e2m1 */
+int         kiln_dtype_bits(kiln_dtype t);        /* bits per element in files (4 for int4) */
+/* Narrow floats (one code per byte in memory). saturate: out-of-range values
+ * become the largest finite value instead of inf/NaN (ONNX Cast saturate=1). */
+float       kiln_narrow_to_f32(kiln_dtype t, uint8_t code);
+uint8_t     kiln_f32_to_narrow(kiln_dtype t, float x, bool saturate);
 bool        kiln_dtype_is_int(kiln_dtype t);      /* signed and unsigned ints (not bool) */
 bool        kiln_dtype_is_signed(kiln_dtype t);
 float       kiln_f16_to_f32(uint16_t h);

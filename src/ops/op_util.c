@@ -23,6 +23,16 @@ const char *kiln_dtype_name(kiln_dtype t) {
     case KILN_DTYPE_UINT32: return "uint32";
     case KILN_DTYPE_UINT64: return "uint64";
     case KILN_DTYPE_BFLOAT16: return "bfloat16";
+    case KILN_DTYPE_FLOAT8E4M3FN: return "float8e4m3fn";
+    case KILN_DTYPE_FLOAT8E4M3FNUZ: return "float8e4m3fnuz";
+    case KILN_DTYPE_FLOAT8E5M2: return "float8e5m2";
+    case KILN_DTYPE_FLOAT8E5M2FNUZ: return "float8e5m2fnuz";
+    case KILN_DTYPE_UINT4: return "uint4";
+    case KILN_DTYPE_INT4: return "int4";
+    case KILN_DTYPE_FLOAT4E2M1: return "float4e2m1";
+    case KILN_DTYPE_FLOAT8E8M0: return "float8e8m0";
+    case KILN_DTYPE_UINT2: return "uint2";
+    case KILN_DTYPE_INT2: return "int2";
     default: return "?";
     }
 }
@@ -31,6 +41,10 @@ size_t kiln_dtype_size(kiln_dtype t) {
     switch (t) {
     case KILN_DTYPE_FLOAT: case KILN_DTYPE_INT32: case KILN_DTYPE_UINT32: return 4;
     case KILN_DTYPE_UINT8: case KILN_DTYPE_INT8: case KILN_DTYPE_BOOL: return 1;
+    case KILN_DTYPE_FLOAT8E4M3FN: case KILN_DTYPE_FLOAT8E4M3FNUZ: case KILN_DTYPE_FLOAT8E5M2:
+    case KILN_DTYPE_FLOAT8E5M2FNUZ: case KILN_DTYPE_UINT4: case KILN_DTYPE_INT4:
+    case KILN_DTYPE_FLOAT4E2M1: case KILN_DTYPE_FLOAT8E8M0: case KILN_DTYPE_UINT2:
+    case KILN_DTYPE_INT2: return 1;
     case KILN_DTYPE_UINT16: case KILN_DTYPE_INT16: case KILN_DTYPE_FLOAT16:
     case KILN_DTYPE_BFLOAT16: return 2;
     case KILN_DTYPE_INT64: case KILN_DTYPE_DOUBLE: case KILN_DTYPE_UINT64: return 8;
@@ -40,13 +54,28 @@ size_t kiln_dtype_size(kiln_dtype t) {
 
 bool kiln_dtype_is_float(kiln_dtype t) {
     return t == KILN_DTYPE_FLOAT || t == KILN_DTYPE_DOUBLE || t == KILN_DTYPE_FLOAT16 ||
-           t == KILN_DTYPE_BFLOAT16;
+           t == KILN_DTYPE_BFLOAT16 || kiln_dtype_is_narrow_float(t);
+}
+
+bool kiln_dtype_is_narrow_float(kiln_dtype t) {
+    return t == KILN_DTYPE_FLOAT8E4M3FN || t == KILN_DTYPE_FLOAT8E4M3FNUZ ||
+           t == KILN_DTYPE_FLOAT8E5M2 || t == KILN_DTYPE_FLOAT8E5M2FNUZ ||
+           t == KILN_DTYPE_FLOAT4E2M1 || t == KILN_DTYPE_FLOAT8E8M0;
+}
+
+int kiln_dtype_bits(kiln_dtype t) {
+    switch (t) {
+    case KILN_DTYPE_UINT4: case KILN_DTYPE_INT4: case KILN_DTYPE_FLOAT4E2M1: return 4;
+    case KILN_DTYPE_UINT2: case KILN_DTYPE_INT2: return 2;
+    default: return (int)kiln_dtype_size(t) * 8;
+    }
 }
 
 bool kiln_dtype_is_int(kiln_dtype t) {
     switch (t) {
     case KILN_DTYPE_UINT8: case KILN_DTYPE_INT8: case KILN_DTYPE_UINT16: case KILN_DTYPE_INT16:
     case KILN_DTYPE_INT32: case KILN_DTYPE_INT64: case KILN_DTYPE_UINT32: case KILN_DTYPE_UINT64:
+    case KILN_DTYPE_UINT4: case KILN_DTYPE_INT4: case KILN_DTYPE_UINT2: case KILN_DTYPE_INT2:
         return true;
     default: return false;
     }
@@ -54,7 +83,8 @@ bool kiln_dtype_is_int(kiln_dtype t) {
 
 bool kiln_dtype_is_signed(kiln_dtype t) {
     return t == KILN_DTYPE_INT8 || t == KILN_DTYPE_INT16 || t == KILN_DTYPE_INT32 ||
-           t == KILN_DTYPE_INT64 || kiln_dtype_is_float(t);
+           t == KILN_DTYPE_INT64 || t == KILN_DTYPE_INT4 || t == KILN_DTYPE_INT2 ||
+           kiln_dtype_is_float(t);
 }
 
 kiln_status kiln_op_fail(kiln_error *err, kiln_status code, const struct kiln_node *n,
@@ -124,7 +154,9 @@ int64_t kiln_value_get_int(const struct kiln_value *v, int64_t i) {
     case KILN_DTYPE_INT64: return ((const int64_t *)v->data)[i];
     case KILN_DTYPE_INT32: return ((const int32_t *)v->data)[i];
     case KILN_DTYPE_INT16: return ((const int16_t *)v->data)[i];
-    case KILN_DTYPE_INT8: return ((const int8_t *)v->data)[i];
+    case KILN_DTYPE_INT8: case KILN_DTYPE_INT4: case KILN_DTYPE_INT2:
+        return ((const int8_t *)v->data)[i];
+    case KILN_DTYPE_UINT4: case KILN_DTYPE_UINT2: return ((const uint8_t *)v->data)[i];
     case KILN_DTYPE_UINT8: case KILN_DTYPE_BOOL: return ((const uint8_t *)v->data)[i];
     case KILN_DTYPE_UINT16: return ((const uint16_t *)v->data)[i];
     case KILN_DTYPE_UINT32: return ((const uint32_t *)v->data)[i];
@@ -140,7 +172,10 @@ double kiln_value_get_f64(const struct kiln_value *v, int64_t i) {
     case KILN_DTYPE_FLOAT16: return kiln_f16_to_f32(((const uint16_t *)v->data)[i]);
     case KILN_DTYPE_BFLOAT16: return kiln_bf16_to_f32(((const uint16_t *)v->data)[i]);
     case KILN_DTYPE_UINT64: return (double)((const uint64_t *)v->data)[i];
-    default: return (double)kiln_value_get_int(v, i);
+    default:
+        if (kiln_dtype_is_narrow_float(v->dtype))
+            return kiln_narrow_to_f32(v->dtype, ((const uint8_t *)v->data)[i]);
+        return (double)kiln_value_get_int(v, i);
     }
 }
 
@@ -159,8 +194,103 @@ void kiln_value_set_f64(struct kiln_value *v, int64_t i, double x) {
     case KILN_DTYPE_UINT16: ((uint16_t *)v->data)[i] = (uint16_t)x; break;
     case KILN_DTYPE_UINT32: ((uint32_t *)v->data)[i] = (uint32_t)x; break;
     case KILN_DTYPE_UINT64: ((uint64_t *)v->data)[i] = (uint64_t)x; break;
-    default: break;
+    default:
+        if (kiln_dtype_is_narrow_float(v->dtype))
+            ((uint8_t *)v->data)[i] = kiln_f32_to_narrow(v->dtype, (float)x, true);
+        else if (v->dtype == KILN_DTYPE_INT4 || v->dtype == KILN_DTYPE_INT2)
+            ((int8_t *)v->data)[i] = (int8_t)x;
+        else if (v->dtype == KILN_DTYPE_UINT4 || v->dtype == KILN_DTYPE_UINT2)
+            ((uint8_t *)v->data)[i] = (uint8_t)x;
+        break;
     }
+}
+
+/* Narrow float formats: exponent bits, mantissa bits, bias, and how they
+ * spell infinity and NaN. */
+struct narrow_fmt {
+    int ebits, mbits, bias;
+    bool has_inf;       /* IEEE-style all-ones exponent = inf/NaN (E5M2) */
+    bool fnuz;          /* no -0: code 0x80 is the one NaN */
+    bool e4m3fn;        /* only S.1111.111 is NaN; no inf */
+};
+
+static bool narrow_fmt_of(kiln_dtype t, struct narrow_fmt *f) {
+    switch (t) {
+    case KILN_DTYPE_FLOAT8E4M3FN: *f = (struct narrow_fmt){4, 3, 7, false, false, true}; return true;
+    case KILN_DTYPE_FLOAT8E4M3FNUZ: *f = (struct narrow_fmt){4, 3, 8, false, true, false}; return true;
+    case KILN_DTYPE_FLOAT8E5M2: *f = (struct narrow_fmt){5, 2, 15, true, false, false}; return true;
+    case KILN_DTYPE_FLOAT8E5M2FNUZ: *f = (struct narrow_fmt){5, 2, 16, false, true, false}; return true;
+    case KILN_DTYPE_FLOAT4E2M1: *f = (struct narrow_fmt){2, 1, 1, false, false, false}; return true;
+    default: return false;
+    }
+}
+
+float kiln_narrow_to_f32(kiln_dtype t, uint8_t code) {
+    if (t == KILN_DTYPE_FLOAT8E8M0) return code == 0xff ? NAN : ldexpf(1.0f, (int)code - 127);
+    struct narrow_fmt f;
+    if (!narrow_fmt_of(t, &f)) return NAN;
+    int bits = 1 + f.ebits + f.mbits;
+    unsigned sign = (code >> (bits - 1)) & 1, e = (code >> f.mbits) & ((1u << f.ebits) - 1),
+             m = code & ((1u << f.mbits) - 1);
+    if (f.fnuz && code == 0x80) return NAN;
+    if (f.e4m3fn && e == 15 && m == 7) return NAN;
+    if (f.has_inf && e == (1u << f.ebits) - 1) return m ? NAN : (sign ? -INFINITY : INFINITY);
+    float v = e ? ldexpf(1.0f + (float)m / (float)(1 << f.mbits), (int)e - f.bias)
+                : ldexpf((float)m / (float)(1 << f.mbits), 1 - f.bias);
+    return sign ? -v : v;
+}
+
+uint8_t kiln_f32_to_narrow(kiln_dtype t, float x, bool saturate) {
+    if (t == KILN_DTYPE_FLOAT8E8M0) { /* power of two, round to nearest */
+        if (isnan(x) || x <= 0) return isnan(x) ? 0xff : 0;
+        if (isinf(x)) return saturate ? 0xfe : 0xff;
+        int e;
+        float m = frexpf(x, &e); /* x = m * 2^e, m in [0.5, 1) */
+        /* ONNX's default round_mode "up": the next power of two at or above x */
+        int code = (m == 0.5f ? e - 1 : e) + 127;
+        if (code > 254) return saturate ? 0xfe : 0xff;
+        return (uint8_t)(code < 0 ? 0 : code);
+    }
+    struct narrow_fmt f;
+    if (!narrow_fmt_of(t, &f)) return 0;
+    int bits = 1 + f.ebits + f.mbits;
+    uint8_t sign = signbit(x) ? (uint8_t)(1u << (bits - 1)) : 0;
+    uint8_t nan = f.fnuz ? 0x80 : f.e4m3fn ? 0x7f : f.has_inf ? 0x7f : 0;
+    /* largest finite code (magnitude) */
+    unsigned emax = (1u << f.ebits) - 1 - (f.has_inf ? 1 : 0);
+    unsigned max_code = (emax << f.mbits) | ((1u << f.mbits) - 1);
+    if (f.e4m3fn) max_code -= 1; /* S.1111.111 is NaN */
+    float max_val = kiln_narrow_to_f32(t, (uint8_t)max_code);
+    /* float4e2m1 has no NaN: the reference writes the sign bit alone (-0) */
+    if (isnan(x)) return t == KILN_DTYPE_FLOAT4E2M1 ? (uint8_t)(1u << (bits - 1)) : nan;
+    float a = fabsf(x);
+    if (isinf(x)) {
+        if (saturate || t == KILN_DTYPE_FLOAT4E2M1) return (uint8_t)(sign | max_code);
+        return f.has_inf ? (uint8_t)(sign | (emax + 1) << f.mbits) : (f.fnuz ? nan : (uint8_t)(sign | nan));
+    }
+    /* round to nearest even on the format's grid */
+    int min_exp = 1 - f.bias;
+    int e;
+    frexpf(a, &e);
+    e -= 1; /* a = 1.m * 2^e */
+    if (e < min_exp) e = min_exp;
+    float step = ldexpf(1.0f, e - f.mbits);
+    float q = a / step;
+    float r = rintf(q); /* the FPU's default rounding is to nearest even */
+    float v = r * step;
+    if (v > max_val) {
+        if (saturate || t == KILN_DTYPE_FLOAT4E2M1) return (uint8_t)(sign | max_code);
+        return f.has_inf ? (uint8_t)(sign | (emax + 1) << f.mbits) : (f.fnuz ? nan : (uint8_t)(sign | nan));
+    }
+    if (v == 0) return f.fnuz ? 0 : sign;
+    int ve;
+    frexpf(v, &ve);
+    ve -= 1;
+    unsigned code;
+    if (ve < min_exp) code = (unsigned)(v / ldexpf(1.0f, min_exp - f.mbits)); /* subnormal */
+    else code = ((unsigned)(ve + f.bias) << f.mbits) |
+                ((unsigned)(v / ldexpf(1.0f, ve - f.mbits)) & ((1u << f.mbits) - 1));
+    return (uint8_t)(sign | code);
 }
 
 float kiln_f16_to_f32(uint16_t h) {
@@ -220,4 +350,55 @@ void kiln_strides(int32_t rank, const int64_t *dims, int64_t *strides) {
         strides[i] = s;
         s *= dims[i];
     }
+}
+
+kiln_status kiln_activation_apply(const struct kiln_node *n, struct kiln_value *out,
+                                  kiln_error *err) {
+    const struct kiln_activation *a = &n->act;
+    if (a->kind == KILN_ACT_NONE || !out) return KILN_OK;
+    if (out->dtype != KILN_DTYPE_FLOAT)
+        return kiln_op_fail(err, KILN_ERR_INTERNAL, n, "fused activation on a %s output",
+                            kiln_dtype_name(out->dtype));
+    float *x = out->data;
+    int64_t len = kiln_value_numel(out);
+    float al = a->alpha, be = a->beta;
+    switch (a->kind) {
+    case KILN_ACT_RELU:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] > 0 ? x[i] : 0;
+        break;
+    case KILN_ACT_CLIP:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] < al ? al : (x[i] > be ? be : x[i]);
+        break;
+    case KILN_ACT_LEAKY_RELU:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] >= 0 ? x[i] : al * x[i];
+        break;
+    case KILN_ACT_SIGMOID:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = 1.0f / (1.0f + expf(-x[i]));
+        break;
+    case KILN_ACT_HARD_SIGMOID:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) {
+            float v = al * x[i] + be;
+            x[i] = v < 0 ? 0 : (v > 1 ? 1 : v);
+        }
+        break;
+    case KILN_ACT_HARD_SWISH:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) {
+            float v = x[i] / 6.0f + 0.5f;
+            x[i] *= v < 0 ? 0 : (v > 1 ? 1 : v);
+        }
+        break;
+    case KILN_ACT_TANH:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = tanhf(x[i]);
+        break;
+    default:
+        return kiln_op_fail(err, KILN_ERR_INTERNAL, n, "unknown fused activation %d", (int)a->kind);
+    }
+    return KILN_OK;
 }

@@ -280,6 +280,7 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
                 p->kind[n->outputs[j]] = KILN_VK_FOLDED;
             }
             s = n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
+            if (!s) s = kiln_activation_apply(n, outv[0], err);
             if (s) goto fail;
             continue;
         }

@@ -2,6 +2,7 @@
 #include "runtime/model.h"
 #include "base/status.h"
 #include "ops/op.h"
+#include "passes/passes.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -25,6 +26,7 @@ static kiln_load_options resolve_opts(const kiln_load_options *opts) {
     if (opts) {
         if (opts->max_tensor_bytes) o.max_tensor_bytes = opts->max_tensor_bytes;
         if (opts->max_arena_bytes) o.max_arena_bytes = opts->max_arena_bytes;
+        o.no_optimize = opts->no_optimize;
     }
     return o;
 }
@@ -66,6 +68,7 @@ static kiln_status load_common(const uint8_t *buf, size_t len, const char *dir, 
     struct kiln_import_limits lim = {.max_tensor_bytes = m->opts.max_tensor_bytes};
     kiln_status s = kiln_onnx_import(buf, len, dir, label, &lim, &m->onnx, err);
     if (!s) s = check_inputs(m, err);
+    if (!s && !m->opts.no_optimize) s = kiln_passes_run(m->onnx.graph, err);
     if (s) {
         kiln_model_free(m);
         return s;
@@ -78,11 +81,64 @@ static kiln_status load_common(const uint8_t *buf, size_t len, const char *dir, 
     return KILN_OK;
 }
 
+static kiln_status load_plan(const char *path, const kiln_load_options *opts, kiln_model **out,
+                             kiln_error *err) {
+    struct kiln_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->label = strdup(path))) {
+        free(m);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: model", path);
+    }
+    m->opts = resolve_opts(opts);
+    kiln_status s = kiln_artifact_map(path, &m->art, err);
+    if (s) {
+        kiln_model_free(m);
+        return s;
+    }
+    m->from_plan = true;
+    m->onnx.graph = m->art.graph;
+    m->art.graph = NULL;
+    s = check_inputs(m, err);
+    if (s) {
+        kiln_model_free(m);
+        return s;
+    }
+    /* the default-domain opset is the highest any node records */
+    for (int32_t i = 0; i < m->onnx.graph->n_nodes; i++)
+        if (!*m->onnx.graph->nodes[i].domain && m->onnx.graph->nodes[i].opset > m->opset)
+            m->opset = m->onnx.graph->nodes[i].opset;
+    *out = m;
+    return KILN_OK;
+}
+
+int32_t kiln_model_is_plan(const kiln_model *m) { return m && m->from_plan; }
+
+kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const int32_t *batch_sizes,
+                                 int32_t n_batch_sizes, kiln_error *err) {
+    kiln_error_clear(err);
+    if (!m || !path) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_save_plan: NULL argument");
+    struct kiln_artifact_info info = {.precision = "fp32",
+                                      .n_batch_sizes = batch_sizes ? n_batch_sizes : 0,
+                                      .batch_sizes = batch_sizes};
+    const char *src = m->from_plan ? NULL : m->label;
+    if (src && !strcmp(src, "<memory>")) src = NULL;
+    return kiln_artifact_write(m->onnx.graph, src, &info, path, err);
+}
+
 kiln_status kiln_model_load(const char *path, const kiln_load_options *opts, kiln_model **out,
                             kiln_error *err) {
     kiln_error_clear(err);
     if (!path || !out) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_load: NULL argument");
     *out = NULL;
+    {
+        /* a compiled plan starts with its magic; it is mapped, not read */
+        FILE *f = fopen(path, "rb");
+        uint8_t magic[8];
+        if (f && fread(magic, 1, 8, f) == 8 && kiln_artifact_is_plan(magic, 8)) {
+            fclose(f);
+            return load_plan(path, opts, out, err);
+        }
+        if (f) fclose(f);
+    }
     uint8_t *buf;
     size_t len;
     kiln_status s = kiln_read_file(path, KILN_MAX_MODEL_FILE, &buf, &len, err);
@@ -106,6 +162,8 @@ kiln_status kiln_model_load_buffer(const void *data, size_t size, const char *la
 void kiln_model_free(kiln_model *m) {
     if (!m) return;
     kiln_onnx_model_clear(&m->onnx);
+    kiln_graph_free(m->art.graph);
+    kiln_artifact_unmap(&m->art);
     free(m->label);
     free(m);
 }

@@ -4,12 +4,15 @@
 
 #include "kiln.h"
 #include "onnx/import.h"
+#include "plan/artifact.h"
 
 struct kiln_model {
     struct kiln_onnx_model onnx;   /* graph owns every weight: one copy per model */
     char  *label;                  /* path or caller label, for messages */
     kiln_load_options opts;
     int64_t opset;                 /* default-domain opset */
+    struct kiln_artifact art;      /* set when loaded from a .kiln plan (mmap) */
+    bool   from_plan;
 };
 
 #endif

@@ -63,26 +63,42 @@ kiln_session_options kiln_session_options_default(void) {
     return o;
 }
 
+/* Unsupported ops and non-tensor values are reported at session creation,
+ * by name, including those inside subgraphs. */
+static kiln_status check_supported(const struct kiln_model *m, const struct kiln_graph *g,
+                                   kiln_error *err) {
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *n = &g->nodes[i];
+        if (!n->op)
+            return kiln_fail(err, KILN_ERR_UNSUPPORTED,
+                             "%s: node '%s': op %s%s%s (opset %lld) is not implemented", m->label,
+                             n->name, *n->domain ? n->domain : "", *n->domain ? "." : "",
+                             n->op_type, (long long)n->opset);
+        for (int32_t a = 0; a < n->n_attrs; a++)
+            if (n->attrs[a].g) {
+                kiln_status s = check_supported(m, n->attrs[a].g, err);
+                if (s) return s;
+            }
+    }
+    for (int32_t i = 0; i < g->n_values; i++) {
+        const struct kiln_value_info *vi = &g->values[i];
+        bool io = vi->is_input || vi->non_tensor;
+        if (io && (vi->non_tensor || (vi->is_input && !g->parent && vi->v.dtype == KILN_DTYPE_UNDEFINED)))
+            return kiln_fail(err, KILN_ERR_UNSUPPORTED,
+                             "%s: value '%s' is not a tensor of a supported type (sequences, "
+                             "optionals, maps and strings are not supported)",
+                             m->label, vi->name);
+    }
+    return KILN_OK;
+}
+
 kiln_status kiln_session_create(const kiln_model *m, const kiln_session_options *opts,
                                 kiln_session **out, kiln_error *err) {
     kiln_error_clear(err);
     if (!m || !out) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_session_create: NULL argument");
     *out = NULL;
-    const struct kiln_graph *g = m->onnx.graph;
-    /* unsupported ops and input kinds are reported now, by name */
-    for (int32_t i = 0; i < g->n_nodes; i++)
-        if (!g->nodes[i].op)
-            return kiln_fail(err, KILN_ERR_UNSUPPORTED,
-                             "%s: node '%s': op %s%s%s (opset %lld) is not implemented", m->label,
-                             g->nodes[i].name, *g->nodes[i].domain ? g->nodes[i].domain : "",
-                             *g->nodes[i].domain ? "." : "", g->nodes[i].op_type,
-                             (long long)g->nodes[i].opset);
-    for (int32_t i = 0; i < g->n_inputs; i++)
-        if (g->values[g->inputs[i]].v.dtype == KILN_DTYPE_UNDEFINED)
-            return kiln_fail(err, KILN_ERR_UNSUPPORTED,
-                             "%s: input '%s' is not a tensor of a supported type (sequences, "
-                             "optionals, maps and strings are not supported)",
-                             m->label, g->values[g->inputs[i]].name);
+    kiln_status st = check_supported(m, m->onnx.graph, err);
+    if (st) return st;
     struct kiln_session *s = calloc(1, sizeof *s);
     if (!s) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: session", m->label);
     s->model = m;
@@ -240,7 +256,33 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
         }
         for (int32_t j = 0; j < n->n_outputs; j++)
             outv[j] = n->outputs[j] >= 0 ? &f->vals[n->outputs[j]] : NULL;
-        kiln_status s = n->op->infer(n, in, n->n_inputs, outv, n->n_outputs, err);
+        kiln_status s;
+        if (n->op->flags & KILN_OP_SUBGRAPH) {
+            /* the op runs its subgraphs and hands back malloc'ed outputs */
+            for (int32_t j = 0; j < n->n_outputs; j++)
+                if (outv[j]) memset(outv[j], 0, sizeof *outv[j]);
+            s = n->op->exec(n, &local, in, n->n_inputs, outv, n->n_outputs, err);
+            if (s) {
+                if (err && !strstr(err->msg, n->name)) kiln_fail_prefix(err, s, "node '%s' (%s)", n->name, n->op_type);
+                return s;
+            }
+            for (int32_t j = 0; j < n->n_outputs; j++)
+                if (outv[j]) {
+                    f->owned[n->outputs[j]] = 1;
+                    f->uses[n->outputs[j]] = g->values[n->outputs[j]].n_consumers;
+                }
+            for (int32_t j = 0; j < n->n_inputs; j++)
+                if (n->inputs[j] >= 0 && g->values[n->inputs[j]].outer < 0) frame_release(f, n->inputs[j]);
+            /* values the subgraphs read from this frame were counted as uses of this node */
+            for (int32_t a = 0; a < n->n_attrs; a++) {
+                const struct kiln_graph *sub = n->attrs[a].g;
+                for (int32_t v = 0; sub && v < sub->n_values; v++)
+                    if (sub->values[v].outer >= 0 && g->values[sub->values[v].outer].outer < 0)
+                        frame_release(f, sub->values[v].outer);
+            }
+            continue;
+        }
+        s = n->op->infer(n, in, n->n_inputs, outv, n->n_outputs, err);
         if (s == KILN_DYNAMIC)
             return kiln_fail(err, KILN_ERR_INTERNAL, "%s: node '%s' (%s): shape still unknown with all data present",
                              ctx->model_label, n->name, n->op_type);
@@ -269,6 +311,7 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
         }
         if (k.run) s = k.run(n, &local, k.state, in, n->n_inputs, outv, n->n_outputs, err);
         else s = n->op->exec(n, &local, in, n->n_inputs, outv, n->n_outputs, err);
+        if (!s && n->act.kind && !(k.run && k.fused_activation)) s = kiln_activation_apply(n, outv[0], err);
         if (k.release) k.release(k.state);
         if (s) {
             if (err && !strstr(err->msg, n->name)) kiln_fail_prefix(err, s, "node '%s' (%s)", n->name, n->op_type);
@@ -371,6 +414,8 @@ static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct 
         kiln_status rs = st->kernel.run
                              ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
                              : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
+        if (!rs && n->act.kind && !st->kernel.fused_activation)
+            rs = kiln_activation_apply(n, outv[0], err);
         if (rs) {
             if (err && !strstr(err->msg, n->name))
                 kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);

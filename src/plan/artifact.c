@@ -1,0 +1,494 @@
+/*
+ * artifact.c — the compiled plan file (.kiln): writing it, and loading it by
+ * mmap so that every session and every process that loads the same file
+ * reads the same physical weight pages. Layout in docs/kiln-format.md.
+ *
+ * The file is untrusted on load: every count, length and offset is checked
+ * against the bytes that remain before it is used.
+ */
+#include "plan/artifact.h"
+#include "base/status.h"
+#include "ops/op.h"
+#include "passes/passes.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+#define WALIGN 64u
+#define MAX_COUNT (1u << 24)
+#define MAX_STR (1u << 20)
+
+/* ---- writer ---------------------------------------------------------------- */
+
+struct wbuf {
+    uint8_t *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void w_bytes(struct wbuf *b, const void *d, size_t n) {
+    if (b->oom) return;
+    if (b->len + n > b->cap) {
+        size_t nc = (b->cap + n) * 2;
+        uint8_t *np = realloc(b->p, nc);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+    if (n) memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+static void w_u32(struct wbuf *b, uint32_t v) { w_bytes(b, &v, 4); }
+static void w_i32(struct wbuf *b, int32_t v) { w_bytes(b, &v, 4); }
+static void w_i64(struct wbuf *b, int64_t v) { w_bytes(b, &v, 8); }
+static void w_u64(struct wbuf *b, uint64_t v) { w_bytes(b, &v, 8); }
+static void w_f32(struct wbuf *b, float v) { w_bytes(b, &v, 4); }
+static void w_str(struct wbuf *b, const char *s) {
+    uint32_t n = s ? (uint32_t)strlen(s) : 0;
+    w_u32(b, n);
+    w_bytes(b, s, n);
+}
+static void w_strn(struct wbuf *b, const char *s, size_t n) {
+    w_u32(b, (uint32_t)n);
+    w_bytes(b, s, n);
+}
+
+static void w_graph(struct wbuf *m, struct wbuf *wts, const struct kiln_graph *g);
+
+static void w_tensor_inline(struct wbuf *m, const struct kiln_value *v) {
+    w_i32(m, v->dtype);
+    w_i32(m, v->rank);
+    for (int32_t r = 0; r < v->rank; r++) w_i64(m, v->dims[r]);
+    w_u64(m, v->nbytes);
+    w_bytes(m, v->data, v->nbytes);
+}
+
+static void w_graph(struct wbuf *m, struct wbuf *wts, const struct kiln_graph *g) {
+    w_str(m, g->name);
+    w_u32(m, (uint32_t)g->n_values);
+    for (int32_t i = 0; i < g->n_values; i++) {
+        const struct kiln_value_info *vi = &g->values[i];
+        uint32_t flags = (vi->is_const ? 1u : 0) | (vi->is_input ? 2u : 0) |
+                         (vi->has_shape ? 4u : 0) | (vi->non_tensor ? 8u : 0);
+        w_str(m, vi->name);
+        w_u32(m, flags);
+        w_i32(m, vi->v.dtype);
+        w_i32(m, vi->v.rank);
+        for (int32_t r = 0; r < vi->v.rank; r++) {
+            w_i64(m, vi->v.dims[r]);
+            w_str(m, vi->dim_names[r]);
+        }
+        w_i32(m, vi->outer);
+        if (vi->is_const) {
+            /* weights: 64-byte aligned inside the page-aligned weight section */
+            size_t pad = (WALIGN - wts->len % WALIGN) % WALIGN;
+            static const uint8_t zeros[WALIGN];
+            w_bytes(wts, zeros, pad);
+            w_u64(m, wts->len);
+            w_u64(m, vi->v.nbytes);
+            w_bytes(wts, vi->v.data, vi->v.nbytes);
+        }
+    }
+    w_u32(m, (uint32_t)g->n_inputs);
+    for (int32_t i = 0; i < g->n_inputs; i++) w_i32(m, g->inputs[i]);
+    w_u32(m, (uint32_t)g->n_outputs);
+    for (int32_t i = 0; i < g->n_outputs; i++) w_i32(m, g->outputs[i]);
+    w_u32(m, (uint32_t)g->n_nodes);
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *n = &g->nodes[i];
+        w_str(m, n->name);
+        w_str(m, n->op_type);
+        w_str(m, n->domain);
+        w_i64(m, n->opset);
+        w_u32(m, (uint32_t)n->n_inputs);
+        for (int32_t j = 0; j < n->n_inputs; j++) w_i32(m, n->inputs[j]);
+        w_u32(m, (uint32_t)n->n_outputs);
+        for (int32_t j = 0; j < n->n_outputs; j++) w_i32(m, n->outputs[j]);
+        w_i32(m, n->act.kind);
+        w_f32(m, n->act.alpha);
+        w_f32(m, n->act.beta);
+        w_u32(m, (uint32_t)n->n_attrs);
+        for (int32_t a = 0; a < n->n_attrs; a++) {
+            const struct kiln_attr *at = &n->attrs[a];
+            w_str(m, at->name);
+            w_i32(m, at->type);
+            switch (at->type) {
+            case KILN_ATTR_FLOAT: w_f32(m, at->f); break;
+            case KILN_ATTR_INT: w_i64(m, at->i); break;
+            case KILN_ATTR_STRING: w_strn(m, at->s ? at->s : "", at->s ? at->s_len : 0); break;
+            case KILN_ATTR_TENSOR: w_tensor_inline(m, &at->t); break;
+            case KILN_ATTR_GRAPH: w_graph(m, wts, at->g); break;
+            case KILN_ATTR_FLOATS: w_i64(m, at->n); w_bytes(m, at->floats, (size_t)at->n * 4); break;
+            case KILN_ATTR_INTS: w_i64(m, at->n); w_bytes(m, at->ints, (size_t)at->n * 8); break;
+            case KILN_ATTR_STRINGS:
+                w_i64(m, at->n);
+                for (int64_t k = 0; k < at->n; k++) w_str(m, at->strings[k]);
+                break;
+            default: break; /* kinds no op reads: kept as a bare type tag */
+            }
+        }
+    }
+}
+
+static kiln_status sha256_file(const char *path, uint8_t out[32], kiln_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return kiln_fail(err, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    kiln_status s = KILN_OK;
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        s = kiln_fail(err, KILN_ERR_INTERNAL, "sha256: init failed");
+    } else {
+        static __thread uint8_t buf[1 << 16];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) EVP_DigestUpdate(ctx, buf, n);
+        unsigned len = 32;
+        if (ferror(f)) s = kiln_fail(err, KILN_ERR_IO, "%s: read error", path);
+        else EVP_DigestFinal_ex(ctx, out, &len);
+    }
+    EVP_MD_CTX_free(ctx);
+    fclose(f);
+    return s;
+}
+
+kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_path,
+                                const struct kiln_artifact_info *info, const char *out_path,
+                                kiln_error *err) {
+    struct kiln_artifact_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, KILN_ARTIFACT_MAGIC, 8);
+    h.format_version = KILN_ARTIFACT_VERSION;
+    h.endian_check = 0x01020304u;
+    h.header_size = sizeof h;
+    snprintf(h.cpu_features, sizeof h.cpu_features, "%s", kiln_cpu_features_str());
+    snprintf(h.precision, sizeof h.precision, "%s", info && info->precision ? info->precision : "fp32");
+    if (info)
+        for (int i = 0; i < info->n_batch_sizes && i < KILN_ARTIFACT_MAX_BATCHES; i++)
+            h.batch_sizes[h.n_batch_sizes++] = info->batch_sizes[i];
+    kiln_status s = KILN_OK;
+    if (source_path) {
+        s = sha256_file(source_path, h.source_sha256, err);
+        if (s) return s;
+    }
+    struct wbuf meta = {0}, wts = {0};
+    w_graph(&meta, &wts, g);
+    if (meta.oom || wts.oom) {
+        free(meta.p);
+        free(wts.p);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: serializing the plan", out_path);
+    }
+    h.meta_off = sizeof h;
+    h.meta_len = meta.len;
+    h.weights_off = (h.meta_off + h.meta_len + PAGE - 1) / PAGE * PAGE;
+    h.weights_len = wts.len;
+    h.file_size = h.weights_off + h.weights_len;
+
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", out_path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        s = kiln_fail(err, KILN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        goto done;
+    }
+    static const uint8_t zeros[PAGE];
+    size_t pad = (size_t)(h.weights_off - h.meta_off - h.meta_len);
+    bool ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(meta.p, 1, meta.len, f) == meta.len &&
+              fwrite(zeros, 1, pad, f) == pad && fwrite(wts.p, 1, wts.len, f) == wts.len;
+    ok = (fclose(f) == 0) && ok;
+    /* write-then-rename: a crash never leaves a half-written plan under the real name */
+    if (!ok || rename(tmp, out_path) != 0) {
+        unlink(tmp);
+        s = kiln_fail(err, KILN_ERR_IO, "%s: write failed: %s", out_path, strerror(errno));
+    }
+done:
+    free(meta.p);
+    free(wts.p);
+    return s;
+}
+
+/* ---- reader ---------------------------------------------------------------- */
+
+struct rbuf {
+    const uint8_t *p;
+    size_t len, off;
+    const uint8_t *weights;
+    size_t weights_len;
+    const char *label;
+    int depth;
+};
+
+static bool r_bytes(struct rbuf *b, void *d, size_t n) {
+    if (n > b->len - b->off) return false;
+    if (n) memcpy(d, b->p + b->off, n);
+    b->off += n;
+    return true;
+}
+#define R(T, name)                                                        \
+    static bool r_##name(struct rbuf *b, T *v) { return r_bytes(b, v, sizeof *v); }
+R(uint32_t, u32)
+R(int32_t, i32)
+R(int64_t, i64)
+R(uint64_t, u64)
+R(float, f32)
+
+/* Reads a length-prefixed string into a new NUL-terminated buffer. */
+static bool r_str(struct rbuf *b, char **out, size_t *out_len) {
+    uint32_t n;
+    *out = NULL;
+    if (!r_u32(b, &n) || n > MAX_STR || n > b->len - b->off) return false;
+    char *s = malloc((size_t)n + 1);
+    if (!s) return false;
+    memcpy(s, b->p + b->off, n);
+    s[n] = '\0';
+    b->off += n;
+    *out = s;
+    if (out_len) *out_len = n;
+    return true;
+}
+
+static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph **out);
+
+static bool r_tensor_inline(struct rbuf *b, struct kiln_value *v) {
+    uint64_t nbytes;
+    if (!r_i32(b, (int32_t *)&v->dtype) || !r_i32(b, &v->rank) || v->rank < 0 ||
+        v->rank > KILN_MAX_RANK)
+        return false;
+    for (int32_t r = 0; r < v->rank; r++)
+        if (!r_i64(b, &v->dims[r]) || v->dims[r] < 0) return false;
+    size_t want;
+    if (!r_u64(b, &nbytes) || !kiln_value_bytes(v, &want) || want != nbytes ||
+        nbytes > b->len - b->off)
+        return false;
+    v->data = malloc(nbytes ? nbytes : 1);
+    if (!v->data) return false;
+    memcpy(v->data, b->p + b->off, nbytes);
+    b->off += nbytes;
+    v->nbytes = nbytes;
+    return true;
+}
+
+static bool valid_id(const struct kiln_graph *g, int32_t id, bool optional) {
+    return (optional && id == -1) || (id >= 0 && id < g->n_values);
+}
+
+static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph **out) {
+    *out = NULL;
+    if (++b->depth > 32) return false;
+    char *name;
+    if (!r_str(b, &name, NULL)) return false;
+    struct kiln_graph *g = kiln_graph_new(name, parent);
+    free(name);
+    if (!g) return false;
+    uint32_t nv, cnt;
+    if (!r_u32(b, &nv) || nv > MAX_COUNT) goto fail;
+    for (uint32_t i = 0; i < nv; i++) {
+        char *vn;
+        uint32_t flags;
+        if (!r_str(b, &vn, NULL)) goto fail;
+        int32_t id = kiln_graph_add_value(g, vn);
+        free(vn);
+        if (id < 0) goto fail;
+        struct kiln_value_info *vi = &g->values[id];
+        if (!r_u32(b, &flags) || !r_i32(b, (int32_t *)&vi->v.dtype) || !r_i32(b, &vi->v.rank) ||
+            vi->v.rank < 0 || vi->v.rank > KILN_MAX_RANK)
+            goto fail;
+        vi->is_const = flags & 1u;
+        vi->is_input = flags & 2u;
+        vi->has_shape = flags & 4u;
+        vi->non_tensor = flags & 8u;
+        for (int32_t r = 0; r < vi->v.rank; r++) {
+            size_t dl;
+            if (!r_i64(b, &vi->v.dims[r]) || !r_str(b, &vi->dim_names[r], &dl)) goto fail;
+            if (!dl) {
+                free(vi->dim_names[r]);
+                vi->dim_names[r] = NULL;
+            }
+        }
+        if (!r_i32(b, &vi->outer)) goto fail;
+        if (vi->outer != -1 && (!parent || vi->outer < 0 || vi->outer >= parent->n_values)) goto fail;
+        if (vi->is_const) {
+            uint64_t off, nbytes;
+            size_t want;
+            if (!r_u64(b, &off) || !r_u64(b, &nbytes)) goto fail;
+            if (off % WALIGN || off > b->weights_len || nbytes > b->weights_len - off) goto fail;
+            for (int32_t r = 0; r < vi->v.rank; r++)
+                if (vi->v.dims[r] < 0) goto fail;
+            if (!kiln_value_bytes(&vi->v, &want) || want != nbytes) goto fail;
+            vi->v.data = (void *)(b->weights + off);   /* borrowed from the mapping */
+            vi->v.nbytes = nbytes;
+            vi->borrowed = true;
+        }
+    }
+    if (!r_u32(b, &cnt) || cnt > nv) goto fail;
+    g->inputs = malloc((cnt ? cnt : 1) * sizeof(int32_t));
+    if (!g->inputs) goto fail;
+    for (uint32_t i = 0; i < cnt; i++) {
+        if (!r_i32(b, &g->inputs[i]) || !valid_id(g, g->inputs[i], false)) goto fail;
+        g->n_inputs++;
+    }
+    if (!r_u32(b, &cnt) || cnt > nv) goto fail;
+    g->outputs = malloc((cnt ? cnt : 1) * sizeof(int32_t));
+    if (!g->outputs) goto fail;
+    for (uint32_t i = 0; i < cnt; i++) {
+        if (!r_i32(b, &g->outputs[i]) || !valid_id(g, g->outputs[i], false)) goto fail;
+        g->n_outputs++;
+    }
+    uint32_t nn;
+    if (!r_u32(b, &nn) || nn > MAX_COUNT) goto fail;
+    for (uint32_t i = 0; i < nn; i++) {
+        struct kiln_node *n = kiln_graph_add_node(g);
+        if (!n) goto fail;
+        uint32_t ni, no, na;
+        if (!r_str(b, &n->name, NULL) || !r_str(b, &n->op_type, NULL) ||
+            !r_str(b, &n->domain, NULL) || !r_i64(b, &n->opset) || !r_u32(b, &ni) || ni > 4096)
+            goto fail;
+        n->inputs = malloc((ni ? ni : 1) * sizeof(int32_t));
+        if (!n->inputs) goto fail;
+        for (uint32_t j = 0; j < ni; j++) {
+            if (!r_i32(b, &n->inputs[j]) || !valid_id(g, n->inputs[j], true)) goto fail;
+            n->n_inputs++;
+        }
+        if (!r_u32(b, &no) || no > 4096) goto fail;
+        n->outputs = malloc((no ? no : 1) * sizeof(int32_t));
+        if (!n->outputs) goto fail;
+        for (uint32_t j = 0; j < no; j++) {
+            if (!r_i32(b, &n->outputs[j]) || !valid_id(g, n->outputs[j], true)) goto fail;
+            n->n_outputs++;
+        }
+        int32_t ak;
+        if (!r_i32(b, &ak) || ak < 0 || ak > KILN_ACT_TANH || !r_f32(b, &n->act.alpha) ||
+            !r_f32(b, &n->act.beta) || !r_u32(b, &na) || na > 4096)
+            goto fail;
+        n->act.kind = (enum kiln_act_kind)ak;
+        n->attrs = calloc(na ? na : 1, sizeof *n->attrs);
+        if (!n->attrs) goto fail;
+        for (uint32_t a = 0; a < na; a++) {
+            struct kiln_attr *at = &n->attrs[a];
+            n->n_attrs++;
+            int32_t type;
+            if (!r_str(b, &at->name, NULL) || !r_i32(b, &type)) goto fail;
+            at->type = (kiln_attr_type)type;
+            int64_t cnt64;
+            switch (type) {
+            case KILN_ATTR_FLOAT: if (!r_f32(b, &at->f)) goto fail; break;
+            case KILN_ATTR_INT: if (!r_i64(b, &at->i)) goto fail; break;
+            case KILN_ATTR_STRING: if (!r_str(b, &at->s, &at->s_len)) goto fail; break;
+            case KILN_ATTR_TENSOR: if (!r_tensor_inline(b, &at->t)) goto fail; break;
+            case KILN_ATTR_GRAPH: if (!r_graph(b, g, &at->g)) goto fail; break;
+            case KILN_ATTR_FLOATS:
+            case KILN_ATTR_INTS: {
+                size_t esz = type == KILN_ATTR_FLOATS ? 4 : 8;
+                if (!r_i64(b, &cnt64) || cnt64 < 0 || (uint64_t)cnt64 > (b->len - b->off) / esz) goto fail;
+                void *d = malloc(cnt64 ? (size_t)cnt64 * esz : 1);
+                if (!d || !r_bytes(b, d, (size_t)cnt64 * esz)) {
+                    free(d);
+                    goto fail;
+                }
+                at->n = cnt64;
+                if (type == KILN_ATTR_FLOATS) at->floats = d;
+                else at->ints = d;
+                break;
+            }
+            case KILN_ATTR_STRINGS:
+                if (!r_i64(b, &cnt64) || cnt64 < 0 || (uint64_t)cnt64 > (b->len - b->off) / 4) goto fail;
+                at->strings = calloc(cnt64 ? (size_t)cnt64 : 1, sizeof(char *));
+                if (!at->strings) goto fail;
+                at->n = cnt64;
+                for (int64_t k = 0; k < cnt64; k++)
+                    if (!r_str(b, &at->strings[k], NULL)) goto fail;
+                break;
+            default: break;
+            }
+        }
+        n = &g->nodes[g->n_nodes - 1];
+        n->op = kiln_op_lookup(n->domain, n->op_type, n->opset);
+    }
+    kiln_graph_recount(g);
+    /* every non-constant, non-input value must have a producer (or be an outer reference) */
+    for (int32_t v = 0; v < g->n_values; v++) {
+        const struct kiln_value_info *vi = &g->values[v];
+        if (!vi->is_const && !vi->is_input && vi->outer < 0 && vi->producer < 0 && vi->n_consumers)
+            goto fail;
+    }
+    b->depth--;
+    *out = g;
+    return true;
+fail:
+    b->depth--;
+    kiln_graph_free(g);
+    return false;
+}
+
+bool kiln_artifact_is_plan(const uint8_t *data, size_t len) {
+    return len >= 8 && !memcmp(data, KILN_ARTIFACT_MAGIC, 8);
+}
+
+kiln_status kiln_artifact_map(const char *path, struct kiln_artifact *out, kiln_error *err) {
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return kiln_fail(err, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < (off_t)sizeof(struct kiln_artifact_header)) {
+        close(fd);
+        return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: too short for a kiln plan", path);
+    }
+    /* read-only shared mapping: the page cache holds one copy for all processes */
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return kiln_fail(err, KILN_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    out->map = map;
+    out->map_len = (size_t)st.st_size;
+    kiln_status s = kiln_artifact_parse(map, (size_t)st.st_size, path, out, err);
+    if (s) {
+        munmap(map, (size_t)st.st_size);
+        out->map = NULL;
+    }
+    return s;
+}
+
+kiln_status kiln_artifact_parse(const uint8_t *data, size_t len, const char *label,
+                                struct kiln_artifact *out, kiln_error *err) {
+    struct kiln_artifact_header h;
+    if (len < sizeof h) return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: too short for a kiln plan", label);
+    memcpy(&h, data, sizeof h);
+    if (memcmp(h.magic, KILN_ARTIFACT_MAGIC, 8))
+        return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: not a kiln plan (bad magic)", label);
+    if (h.endian_check != 0x01020304u)
+        return kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: plan was written on a machine of the other endianness", label);
+    if (h.format_version != KILN_ARTIFACT_VERSION)
+        return kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: plan format version %u, this kiln reads %u",
+                         label, h.format_version, KILN_ARTIFACT_VERSION);
+    if (h.header_size != sizeof h || h.file_size != len || h.meta_off != sizeof h ||
+        h.meta_len > len - h.meta_off || h.weights_off % PAGE || h.weights_off > len ||
+        h.weights_len > len - h.weights_off || h.weights_off < h.meta_off + h.meta_len ||
+        h.n_batch_sizes > KILN_ARTIFACT_MAX_BATCHES)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: corrupt plan header (sections do not fit the %zu-byte file)", label, len);
+    h.cpu_features[sizeof h.cpu_features - 1] = '\0';
+    h.precision[sizeof h.precision - 1] = '\0';
+    struct rbuf b = {.p = data + h.meta_off, .len = (size_t)h.meta_len,
+                     .weights = data + h.weights_off, .weights_len = (size_t)h.weights_len,
+                     .label = label};
+    struct kiln_graph *g;
+    if (!r_graph(&b, NULL, &g) || b.off != b.len)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (graph section invalid near byte %zu)",
+                         label, (size_t)h.meta_off + b.off);
+    out->graph = g;
+    out->header = h;
+    return KILN_OK;
+}
+
+void kiln_artifact_unmap(struct kiln_artifact *a) {
+    if (a->map) munmap(a->map, a->map_len);
+    a->map = NULL;
+}

@@ -1,0 +1,52 @@
+/* artifact.h — the .kiln compiled-plan file format (see docs/kiln-format.md). */
+#ifndef KILN_PLAN_ARTIFACT_H
+#define KILN_PLAN_ARTIFACT_H
+
+#include "ir/graph.h"
+
+#define KILN_ARTIFACT_MAGIC "KILNPLAN"
+#define KILN_ARTIFACT_VERSION 1u
+#define KILN_ARTIFACT_MAX_BATCHES 16
+
+/* Fixed-size header at offset 0, little-endian. */
+struct kiln_artifact_header {
+    char     magic[8];             /* "KILNPLAN" */
+    uint32_t format_version;
+    uint32_t endian_check;         /* 0x01020304 as written */
+    uint64_t header_size;          /* sizeof this struct */
+    uint64_t file_size;
+    uint64_t meta_off, meta_len;   /* serialized optimized graph */
+    uint64_t weights_off;          /* page-aligned */
+    uint64_t weights_len;
+    uint8_t  source_sha256[32];    /* of the .onnx it was compiled from */
+    char     cpu_features[128];    /* kiln_cpu_features_str() of the compiling machine */
+    char     precision[16];        /* "fp32", "bf16", "int8" */
+    uint32_t n_batch_sizes;
+    int32_t  batch_sizes[KILN_ARTIFACT_MAX_BATCHES];
+    uint32_t reserved;
+};
+
+struct kiln_artifact_info {
+    const char *precision;
+    int32_t n_batch_sizes;
+    const int32_t *batch_sizes;
+};
+
+struct kiln_artifact {
+    struct kiln_artifact_header header;
+    struct kiln_graph *graph;      /* constants borrow from the mapping */
+    void  *map;
+    size_t map_len;
+};
+
+kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_path,
+                                const struct kiln_artifact_info *info, const char *out_path,
+                                kiln_error *err);
+bool        kiln_artifact_is_plan(const uint8_t *data, size_t len);
+kiln_status kiln_artifact_map(const char *path, struct kiln_artifact *out, kiln_error *err);
+/* Parses a plan held in memory; constants point into `data`, which must outlive the graph. */
+kiln_status kiln_artifact_parse(const uint8_t *data, size_t len, const char *label,
+                                struct kiln_artifact *out, kiln_error *err);
+void        kiln_artifact_unmap(struct kiln_artifact *a);
+
+#endif
