@@ -80,6 +80,12 @@ char *kt_mkdtemp(const char *tag) {
         perror(p);
         abort();
     }
+    /* absolute, so symlink targets and messages do not depend on the cwd */
+    char *abs = realpath(p, NULL);
+    if (abs) {
+        free(p);
+        p = abs;
+    }
     return p;
 }
 

@@ -50,7 +50,7 @@ int kt_finish(const char *name);
 
 const char *kt_shared(void);              /* NULL when the folder is absent */
 const char *kt_cli(void);                 /* path of the kiln executable */
-/* Creates a fresh folder under KILN_TEST_TMP; returns a static-lifetime copy. */
+/* Creates a fresh folder under KILN_TEST_TMP; returns its absolute path (malloc'ed). */
 char *kt_mkdtemp(const char *tag);
 void  kt_rm_rf(const char *path);
 uint8_t *kt_read_file(const char *path, size_t *len);   /* NULL on failure */
