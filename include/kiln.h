@@ -215,6 +215,7 @@ typedef struct kiln_session_options {
     int32_t  n_pin_cpus;        /* 0 = no pinning */
     int32_t  pin_cpus[KILN_MAX_PIN_CPUS];
     int32_t  reference_kernels; /* 1 = portable reference kernels only (test oracle) */
+    int32_t  profile;           /* 1 = time every step (see kiln_session_profile) */
 } kiln_session_options;
 
 kiln_session_options kiln_session_options_default(void);
@@ -227,6 +228,18 @@ kiln_status kiln_session_create(const kiln_model *m, const kiln_session_options 
 kiln_status kiln_session_run(kiln_session *s, const kiln_tensor *inputs, int32_t n_inputs,
                              kiln_tensor *outputs, int32_t n_outputs, kiln_error *err);
 void        kiln_session_free(kiln_session *s);
+
+/* Per-step timings of the most recently used plan, accumulated over runs since
+ * it was built (session option `profile`). Fills up to max entries in plan
+ * order and returns how many steps the plan has. Strings belong to the model. */
+typedef struct kiln_profile_entry {
+    const char *node;
+    const char *op_type;
+    const char *impl;           /* "dnnl:jit:avx2", "ref", ... */
+    double      total_ms;
+    int64_t     calls;
+} kiln_profile_entry;
+int32_t     kiln_session_profile(const kiln_session *s, kiln_profile_entry *entries, int32_t max);
 
 /* Bytes of activation memory the session holds for its cached plans. */
 uint64_t    kiln_session_arena_bytes(const kiln_session *s);

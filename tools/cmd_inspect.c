@@ -123,9 +123,9 @@ int kiln_cmd_inspect(int argc, char **argv) {
     kiln_model_stats st;
     kiln_model_stats_get(m, &st);
     char hp[32], hb[32];
-    tf_human((double)st.n_params, hp, sizeof hp);
-    tf_human((double)st.param_bytes, hb, sizeof hb);
-    printf("parameters  %lld (%s), %lld bytes (%sB)\n", (long long)st.n_params, hp,
+    tf_human((double)st.n_params, "", hp, sizeof hp);
+    tf_human((double)st.param_bytes, "B", hb, sizeof hb);
+    printf("parameters  %lld (%s), %lld bytes (%s)\n", (long long)st.n_params, hp,
            (long long)st.param_bytes, hb);
 
     /* FLOPs at concrete shapes: symbolic dims from --dim, else 1 */
@@ -156,8 +156,8 @@ int kiln_cmd_inspect(int argc, char **argv) {
         printf("FLOPs       unavailable: %s\n", err.msg);
     else {
         char hf[32];
-        tf_human(flops, hf, sizeof hf);
-        printf("FLOPs       %sFLOP per inference (%.4g), at %s\n", hf, flops, shapes);
+        tf_human(flops, "FLOP", hf, sizeof hf);
+        printf("FLOPs       %s per inference (%.4g), at %s\n", hf, flops, shapes);
     }
     if (any_default) printf("            (open dims set to 1; choose them with --dim NAME=VALUE)\n");
     free(ins);
@@ -165,12 +165,14 @@ int kiln_cmd_inspect(int argc, char **argv) {
     struct op_list ops = {0};
     kiln_model_op_histogram(m, collect_op, &ops);
     if (ops.oom) fprintf(stderr, "kiln inspect: out of memory listing ops; the list is partial\n");
-    qsort(ops.rows, (size_t)ops.n, sizeof *ops.rows, cmp_row);
+    if (ops.n) qsort(ops.rows, (size_t)ops.n, sizeof *ops.rows, cmp_row);
     int n_unsup_types = 0;
     for (int i = 0; i < ops.n; i++) n_unsup_types += !ops.rows[i].supported;
     printf("ops         %lld nodes, %d op types", (long long)st.n_nodes, ops.n);
     if (n_unsup_types) printf(", %d not supported by kiln", n_unsup_types);
-    printf("\n");
+    /* the graph is the one kiln runs: Constant nodes, BatchNormalization and
+     * activations may already be folded away at load, so counts can be below the file's */
+    printf("  (after load-time passes)\n");
     for (int i = 0; i < ops.n; i++) {
         const struct op_row *r = &ops.rows[i];
         char name[128];

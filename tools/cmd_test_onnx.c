@@ -114,7 +114,7 @@ static int compare(const kiln_tensor *got, const struct kiln_value *want, const 
     int64_t n = kiln_value_numel(want);
     int64_t bad = 0, worst_i = -1;
     double worst = -1;
-    int is_float = kiln_dtype_is_float(want->dtype);
+    int is_float = kiln_dtype_is_float(want->dtype) || kiln_dtype_is_narrow_float(want->dtype);
     for (int64_t i = 0; i < n; i++) {
         int ok;
         double diff;
@@ -299,8 +299,9 @@ static int load_known(const char *path, struct opts *o) {
 
 int kiln_cmd_test_onnx(int argc, char **argv) {
     struct opts o = {.rtol = 1e-3, .atol = 1e-5, .threads = 0};
-    const char *dirs[256];
+    const char **dirs = calloc((size_t)argc, sizeof *dirs);
     int n_dirs = 0;
+    if (!dirs) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--rtol") && i + 1 < argc) o.rtol = atof(argv[++i]);
@@ -309,22 +310,28 @@ int kiln_cmd_test_onnx(int argc, char **argv) {
         else if (!strcmp(a, "--reference")) o.reference = 1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o.verbose = 1;
         else if (!strcmp(a, "--known-failures") && i + 1 < argc) {
-            if (load_known(argv[++i], &o)) return 2;
+            if (load_known(argv[++i], &o)) {
+                free(dirs);
+                return 2;
+            }
         } else if (a[0] == '-') {
             fprintf(stderr,
                     "usage: kiln test-onnx DIR... [--rtol R] [--atol A] [--threads T] "
                     "[--reference] [--known-failures FILE] [-v]\n");
+            free(dirs);
             return 2;
-        } else if (n_dirs < 256) dirs[n_dirs++] = a;
+        } else dirs[n_dirs++] = a;
     }
     if (!n_dirs) {
         fprintf(stderr, "kiln test-onnx: no folder given\n");
+        free(dirs);
         return 2;
     }
     struct counts c = {0};
     for (int i = 0; i < n_dirs; i++) {
         if (!is_dir(dirs[i])) {
             fprintf(stderr, "kiln test-onnx: '%s' is not a folder\n", dirs[i]);
+            free(dirs);
             return 2;
         }
         walk(dirs[i], &o, &c);
@@ -334,6 +341,7 @@ int kiln_cmd_test_onnx(int argc, char **argv) {
     printf("%d passed, %d failed, %d skipped\n", c.passed, c.failed, c.skipped);
     for (int i = 0; i < o.n_known; i++) free(o.known[i]);
     free(o.known);
+    free(dirs);
     int total = c.passed + c.failed + c.skipped;
     return (c.failed - c.known_failed) > 0 || total == 0 ? 1 : 0;
 }

@@ -77,7 +77,11 @@ static void jpeg_fail(j_common_ptr cinfo) {
     longjmp(je->jmp, 1);
 }
 
-static void jpeg_quiet(j_common_ptr cinfo, int level) { (void)cinfo, (void)level; }
+/* Warnings (level -1: corrupt or truncated data) fail the decode: a partly
+ * grey picture would give plausible-looking but wrong results. */
+static void jpeg_warn(j_common_ptr cinfo, int level) {
+    if (level < 0) jpeg_fail(cinfo);
+}
 
 static kiln_status load_jpeg(const char *path, struct image *img, kiln_error *err) {
     FILE *f = fopen(path, "rb");
@@ -88,7 +92,7 @@ static kiln_status load_jpeg(const char *path, struct image *img, kiln_error *er
     uint8_t *volatile buf = NULL;
     cinfo.err = jpeg_std_error(&je.mgr);
     je.mgr.error_exit = jpeg_fail;
-    je.mgr.emit_message = jpeg_quiet;
+    je.mgr.emit_message = jpeg_warn;
     if (setjmp(je.jmp)) {
         jpeg_destroy_decompress(&cinfo);
         fclose(f);

@@ -88,8 +88,9 @@ static int parse_shape(struct cur *c, int32_t *rank, int64_t *dims, char *why, s
 
 kiln_status npy_parse(const uint8_t *buf, size_t len, const char *label, uint64_t max_bytes,
                       kiln_tensor *out, kiln_error *err) {
-    if (len < 10 || memcmp(buf, "\x93NUMPY", 6))
+    if (len < 6 || memcmp(buf, "\x93NUMPY", 6))
         return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: not a .npy file (no \\x93NUMPY magic)", label);
+    if (len < 10) return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: truncated .npy header", label);
     unsigned major = buf[6];
     size_t hlen, hstart;
     if (major == 1) {

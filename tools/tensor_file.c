@@ -503,12 +503,12 @@ int tf_mkdirs(const char *path) {
     return 0;
 }
 
-void tf_human(double v, char *buf, size_t n) {
-    static const char *units[] = {"", " K", " M", " G", " T", " P"};
+void tf_human(double v, const char *unit, char *buf, size_t n) {
+    static const char *prefixes[] = {"", "K", "M", "G", "T", "P"};
     int u = 0;
     while (fabs(v) >= 1000 && u < 5) v /= 1000, u++;
-    if (u == 0) snprintf(buf, n, "%.0f", v);
-    else snprintf(buf, n, "%.2f%s", v, units[u]);
+    if (u == 0) snprintf(buf, n, "%.0f%s%s", v, *unit ? " " : "", unit);
+    else snprintf(buf, n, "%.2f %s%s", v, prefixes[u], unit);
 }
 
 double tf_now_ms(void) {

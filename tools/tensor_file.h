@@ -98,8 +98,8 @@ void tf_json_str(FILE *f, const char *s);
 void tf_sanitize(const char *name, char *buf, size_t n);
 /* mkdir -p; returns 0 or -1 with errno set. */
 int tf_mkdirs(const char *path);
-/* "1.23 G" style with a unit suffix. */
-void tf_human(double v, char *buf, size_t n);
+/* "1.23 GFLOP", "0 FLOP", "21.62 MB": SI prefix then unit (may be ""). */
+void tf_human(double v, const char *unit, char *buf, size_t n);
 double tf_now_ms(void);   /* CLOCK_MONOTONIC */
 
 #endif

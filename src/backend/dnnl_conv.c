@@ -47,6 +47,11 @@ static dnnl_format_tag_t plain_tag(int32_t nsp) {
     return nsp == 1 ? dnnl_ncw : nsp == 2 ? dnnl_nchw : dnnl_ncdhw;
 }
 
+static dnnl_format_tag_t act_tag(int32_t nsp, int32_t channels_last) {
+    if (!channels_last) return plain_tag(nsp);
+    return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+}
+
 /* Maps a oneDNN failure to a kiln status. */
 static kiln_status dnnl_fail(kiln_error *err, dnnl_status_t st, const char *what) {
     return kiln_fail(err, st == dnnl_out_of_memory ? KILN_ERR_NO_MEMORY : KILN_ERR_INTERNAL,
@@ -164,8 +169,8 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
         if (G > 1) wstr[0] = Cg * Mg * ksz;
     }
 
-    if (dnnl_memory_desc_init_by_tag(&src_md, nsp + 2, sdims, dnnl_f32, plain_tag(nsp)) ||
-        dnnl_memory_desc_init_by_tag(&dst_md, nsp + 2, ddims, dnnl_f32, plain_tag(nsp)) ||
+    if (dnnl_memory_desc_init_by_tag(&src_md, nsp + 2, sdims, dnnl_f32, act_tag(nsp, sh->src_cl)) ||
+        dnnl_memory_desc_init_by_tag(&dst_md, nsp + 2, ddims, dnnl_f32, act_tag(nsp, sh->dst_cl)) ||
         dnnl_memory_desc_init_by_tag(&w_any, wnd, wdims, dnnl_f32, dnnl_format_tag_any) ||
         dnnl_memory_desc_init_by_strides(&w_user, wnd, wdims, dnnl_f32, wstr) ||
         dnnl_memory_desc_init_by_tag(&b_md, 1, bdims, dnnl_f32, dnnl_x))
@@ -313,8 +318,8 @@ kiln_status kiln_dnnl_pool_create(const struct kiln_dnnl_pool_shape *sh,
         if (pl[i] < 0 || pr[i] < 0) return KILN_OK;
     }
     dnnl_memory_desc_t src_md, dst_md;
-    if (dnnl_memory_desc_init_by_tag(&src_md, nsp + 2, sdims, dnnl_f32, plain_tag(nsp)) ||
-        dnnl_memory_desc_init_by_tag(&dst_md, nsp + 2, ddims, dnnl_f32, plain_tag(nsp)))
+    if (dnnl_memory_desc_init_by_tag(&src_md, nsp + 2, sdims, dnnl_f32, act_tag(nsp, sh->src_cl)) ||
+        dnnl_memory_desc_init_by_tag(&dst_md, nsp + 2, ddims, dnnl_f32, act_tag(nsp, sh->dst_cl)))
         return KILN_OK;
     dnnl_pooling_v2_desc_t desc;
     if (dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference, alg, &src_md, &dst_md,

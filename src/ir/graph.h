@@ -42,12 +42,22 @@ typedef enum kiln_attr_type {
 /* A tensor value: dtype + shape + (maybe) data. Used for constants in the
  * graph and for every runtime value. `data` may be NULL when only the shape
  * is known (planning). */
+/* Memory order of a value's bytes. dims are always in ONNX order (N, C, spatial...);
+ * KILN_LAYOUT_CHANNELS_LAST stores them N, spatial..., C (NHWC for 4-D). The
+ * planner chooses it between oneDNN convolutions and pools (and elementwise ops
+ * between them) so activations are not reordered around every op. */
+enum kiln_layout {
+    KILN_LAYOUT_PLAIN = 0,
+    KILN_LAYOUT_CHANNELS_LAST = 1,
+};
+
 struct kiln_value {
     kiln_dtype dtype;
     int32_t    rank;
     int64_t    dims[KILN_MAX_RANK];
     void      *data;
     size_t     nbytes;
+    uint8_t    layout;           /* enum kiln_layout */
 };
 
 struct kiln_attr {

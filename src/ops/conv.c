@@ -92,9 +92,11 @@ static kiln_status check_known_dims(const struct kiln_node *n, const struct kiln
 /* The tensor as f32: its own data, or a converted copy in *tmp (caller frees).
  * NULL when out of memory. */
 static const float *in_f32(const struct kiln_value *v, float **tmp) {
+    static const float none = 0.0f;   /* stands in for an empty tensor's data */
     *tmp = NULL;
-    if (v->dtype == KILN_DTYPE_FLOAT) return v->data;
     int64_t cnt = kiln_value_numel(v);
+    if (cnt == 0) return &none;
+    if (v->dtype == KILN_DTYPE_FLOAT) return v->data;
     float *t = malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof(float));
     if (!t) return NULL;
     for (int64_t i = 0; i < cnt; i++) t[i] = (float)kiln_value_get_f64(v, i);
@@ -244,8 +246,11 @@ static kiln_status conv_geom(const struct kiln_node *n, const struct kiln_value 
     }
     for (int32_t i = 0; i < nsp; i++) {
         int64_t dk = (g->k[i] - 1) * g->d[i] + 1;
-        /* natural output size before padding is removed */
-        int64_t full = g->s[i] * (g->in[i] - 1) + opad[i] + dk;
+        /* natural output size before padding is removed (in <= 2^40, s <= 2^30) */
+        int64_t full;
+        if (kiln_mul_overflow_i64(g->s[i], g->in[i], &full) || full > ((int64_t)1 << 40))
+            return kiln_op_fail(err, KILN_ERR_LIMIT, n, "spatial dim %d: output size too large", i);
+        full = full - g->s[i] + opad[i] + dk;
         if (g->in[i] == 0) full = 0;
         if ((os && n_os > 0) || ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
             g->out[i] = (os && n_os > 0) ? oshape[i] : g->in[i] * g->s[i];
@@ -460,7 +465,9 @@ static kiln_status conv_prepare_common(const struct kiln_node *n,
     struct kiln_dnnl_conv_shape sh = {
         .nsp = g.nsp, .transposed = transposed, .has_bias = n_in > 2 && in[2] != NULL,
         .N = g.N, .C = g.C, .M = g.M, .G = g.G,
-        .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta};
+        .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta,
+        .src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST,
+        .dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST};
     for (int32_t i = 0; i < g.nsp; i++) {
         sh.in[i] = g.in[i]; sh.out[i] = g.out[i]; sh.k[i] = g.k[i];
         sh.s[i] = g.s[i]; sh.d[i] = g.d[i]; sh.pb[i] = g.pb[i]; sh.pe[i] = g.pe[i];
@@ -745,9 +752,12 @@ static kiln_status pool_fast_run(const struct kiln_node *n, struct kiln_exec_ctx
 /* Builds the oneDNN pooling primitive for f32 MaxPool (without Indices),
  * AveragePool and GlobalAveragePool (g describes the window). */
 static kiln_status pool_prepare_geom(const struct kiln_node *n, const struct geom *g, int alg,
+                                     const struct kiln_value *src, const struct kiln_value *dst,
                                      struct kiln_kernel *k, kiln_error *err) {
     if (g->nsp > KILN_DNNL_MAX_SP || g->N * g->C == 0 || prod(g->in, g->nsp) == 0) return KILN_OK;
-    struct kiln_dnnl_pool_shape sh = {.nsp = g->nsp, .alg = alg, .N = g->N, .C = g->C};
+    struct kiln_dnnl_pool_shape sh = {.nsp = g->nsp, .alg = alg, .N = g->N, .C = g->C,
+                                      .src_cl = src->layout == KILN_LAYOUT_CHANNELS_LAST,
+                                      .dst_cl = dst->layout == KILN_LAYOUT_CHANNELS_LAST};
     for (int32_t i = 0; i < g->nsp; i++) {
         int64_t dk = (g->k[i] - 1) * g->d[i] + 1;
         sh.in[i] = g->in[i]; sh.out[i] = g->out[i]; sh.k[i] = g->k[i];
@@ -780,7 +790,7 @@ static kiln_status maxpool_prepare(const struct kiln_node *n, struct kiln_exec_c
     struct geom g;
     kiln_status st = pool_geom(n, in[0], POOL_MAX, &g, err);
     if (st) return st;
-    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_MAX, k, err);
+    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_MAX, in[0], out[0], k, err);
 }
 
 static kiln_status avgpool_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
@@ -793,7 +803,7 @@ static kiln_status avgpool_prepare(const struct kiln_node *n, struct kiln_exec_c
     if (st) return st;
     int alg = kiln_attr_int(n, "count_include_pad", 0) ? KILN_DNNL_POOL_AVG_INCLUDE_PAD
                                                         : KILN_DNNL_POOL_AVG_EXCLUDE_PAD;
-    return pool_prepare_geom(n, &g, alg, k, err);
+    return pool_prepare_geom(n, &g, alg, in[0], out[0], k, err);
 }
 
 static double pool_flops(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
@@ -886,7 +896,7 @@ static kiln_status gap_prepare(const struct kiln_node *n, struct kiln_exec_ctx *
         g.out[i] = g.s[i] = g.d[i] = 1;
         if (g.in[i] <= 0) return KILN_OK;
     }
-    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_AVG_EXCLUDE_PAD, k, err);
+    return pool_prepare_geom(n, &g, KILN_DNNL_POOL_AVG_EXCLUDE_PAD, in[0], out[0], k, err);
 }
 
 /* ---- MaxUnpool ------------------------------------------------------------- */
@@ -1005,7 +1015,7 @@ const struct kiln_op_def kiln_ops_conv[] = {
     {"LpPool", NULL, 1, 0, lppool_infer, lppool_exec, NULL, pool_flops},
     {"GlobalAveragePool", NULL, 1, 0, global_infer, global_exec, gap_prepare, NULL},
     {"GlobalMaxPool", NULL, 1, 0, global_infer, global_exec, NULL, NULL},
-    {"GlobalLpPool", NULL, 2, 0, global_infer, global_exec, NULL, NULL},
+    {"GlobalLpPool", NULL, 1, 0, global_infer, global_exec, NULL, NULL},
     {"MaxUnpool", NULL, 9, 0, unpool_infer, unpool_exec, NULL, NULL},
     {0},
 };

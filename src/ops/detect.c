@@ -230,7 +230,12 @@ static kiln_status ra_infer(const struct kiln_node *n, const struct kiln_value *
                             "expected rois [num_rois, 4] and batch_indices [num_rois]");
     struct ra_attrs a;
     if ((st = ra_attrs_get(n, &a, err))) return st;
-    int64_t dims[4] = {rois->dims[0], x->dims[1], a.oh, a.ow};
+    int64_t dims[4] = {rois->dims[0], x->dims[1], a.oh, a.ow}, t;
+    if (kiln_mul_overflow_i64(a.oh, a.ow, &t) || kiln_mul_overflow_i64(t, x->dims[1], &t) ||
+        kiln_mul_overflow_i64(t, rois->dims[0], &t))
+        return kiln_op_fail(err, KILN_ERR_LIMIT, n, "output of %lld x %lld x %lld x %lld overflows",
+                            (long long)dims[0], (long long)dims[1], (long long)a.oh,
+                            (long long)a.ow);
     kiln_value_set_shape(out[0], x->dtype, 4, dims);
     return KILN_OK;
 }

@@ -343,6 +343,18 @@ static row_fn tab_get(const ew_tab tab, kiln_dtype dt) {
     return (unsigned)dt < EW_NDT ? tab[dt] : NULL;
 }
 
+/* The dtypes these kernels compute on. kiln_dtype_is_float/_is_int also
+ * accept the narrow storage types (float8, float4, int4, int2), which only
+ * Cast handles. */
+static bool is_wide_float(kiln_dtype t) {
+    return t == KILN_DTYPE_FLOAT || t == KILN_DTYPE_DOUBLE || t == KILN_DTYPE_FLOAT16 ||
+           t == KILN_DTYPE_BFLOAT16;
+}
+
+static bool is_std_int(kiln_dtype t) {
+    return kiln_dtype_is_int(t) && kiln_dtype_bits(t) >= 8;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Shape inference helpers                                                   */
 
@@ -685,7 +697,7 @@ static kiln_status infer_pow(const struct kiln_node *n, const struct kiln_value 
     if ((s = need_inputs(n, in, n_in, 2, 2, err)) != KILN_OK) return s;
     if ((s = need_output(n, out, n_out, err)) != KILN_OK) return s;
     if (!pow_base_ok(in[0]->dtype)) return unsupported_dtype(n, 0, in[0]->dtype, err);
-    if (!kiln_dtype_is_float(in[1]->dtype) && !kiln_dtype_is_int(in[1]->dtype))
+    if (!is_wide_float(in[1]->dtype) && !is_std_int(in[1]->dtype))
         return unsupported_dtype(n, 1, in[1]->dtype, err);
     /* before opset 12 both operands share one type */
     if (n->opset < 12 && in[1]->dtype != in[0]->dtype)

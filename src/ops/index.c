@@ -22,6 +22,17 @@ static int n_threads(const struct kiln_exec_ctx *ctx) {
     return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
 }
 
+/* Arity plus presence: kiln_op_check_arity cannot see in[], and the executor
+ * passes NULL for an input the model omits (""), required or not. */
+static kiln_status check_inputs(const struct kiln_node *n, const struct kiln_value *const *in,
+                                int n_in, int min_in, int max_in, kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
+    for (int i = 0; st == KILN_OK && i < min_in; i++)
+        if (!in[i])
+            st = kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "required input %d is missing", i);
+    return st;
+}
+
 static kiln_status elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
                              kiln_error *err) {
     *es = kiln_dtype_size(dt);
@@ -34,8 +45,9 @@ static kiln_status elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *e
 static kiln_status check_index_dtype(const struct kiln_node *n, const struct kiln_value *v,
                                      const char *what, kiln_error *err) {
     if (v->dtype != KILN_DTYPE_INT64 && v->dtype != KILN_DTYPE_INT32)
-        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected %s of dtype int32 or int64, got %s",
-                            what, kiln_dtype_name(v->dtype));
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                            "expected %s of dtype int32 or int64, got %s", what,
+                            kiln_dtype_name(v->dtype));
     return KILN_OK;
 }
 
@@ -104,7 +116,7 @@ static int64_t base_offset(int32_t r, const int64_t *idims, const int64_t *dstr,
 static kiln_status infer_gather(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -170,7 +182,7 @@ static kiln_status infer_gather_elements(const struct kiln_node *n,
                                          const struct kiln_value *const *in, int n_in,
                                          struct kiln_value *const *out, int n_out,
                                          kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -183,8 +195,7 @@ static kiln_status infer_gather_elements(const struct kiln_node *n,
 
 static kiln_status exec_gather_elements(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                         const struct kiln_value *const *in, int n_in,
-                                        struct kiln_value *const *out, int n_out,
-                                        kiln_error *err) {
+                                        struct kiln_value *const *out, int n_out, kiln_error *err) {
     const struct kiln_value *x = in[0], *ix = in[1];
     int32_t axis, r = x->rank;
     kiln_status st = kiln_norm_axis(n, kiln_attr_int(n, "axis", 0), r, &axis, err);
@@ -210,7 +221,7 @@ static kiln_status exec_gather_elements(const struct kiln_node *n, struct kiln_e
 static kiln_status infer_gather_nd(const struct kiln_node *n, const struct kiln_value *const *in,
                                    int n_in, struct kiln_value *const *out, int n_out,
                                    kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "indices", err);
@@ -221,11 +232,13 @@ static kiln_status infer_gather_nd(const struct kiln_node *n, const struct kiln_
     if (r < 1 || q < 1 || b < 0 || b >= q || b >= r)
         return kiln_op_fail(err, KILN_ERR_SHAPE, n,
                             "expected data and indices of rank >= 1 and batch_dims < both ranks, "
-                            "got ranks %d, %d and batch_dims %lld", r, q, (long long)b);
+                            "got ranks %d, %d and batch_dims %lld",
+                            r, q, (long long)b);
     int64_t k = ix->dims[q - 1];
     if (k < 1 || k > r - b)
-        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected indices last dim in [1, %lld], got %lld",
-                            (long long)(r - b), (long long)k);
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "expected indices last dim in [1, %lld], got %lld", (long long)(r - b),
+                            (long long)k);
     for (int64_t i = 0; i < b; i++)
         if (ix->dims[i] != x->dims[i])
             return kiln_op_fail(err, KILN_ERR_SHAPE, n,
@@ -252,11 +265,13 @@ static kiln_status exec_gather_nd(const struct kiln_node *n, struct kiln_exec_ct
             int64_t t = bi * N + ni, off = bi * bstride;
             for (int32_t j = 0; j < k; j++) {
                 int64_t v = 0;
-                kiln_status st = norm_index(n, idx_at(ix, t * k + j), x->dims[b + j], t * k + j, &v, err);
+                kiln_status st =
+                    norm_index(n, idx_at(ix, t * k + j), x->dims[b + j], t * k + j, &v, err);
                 if (st != KILN_OK) return st;
                 off += v * dstr[b + j];
             }
-            memcpy((char *)out[0]->data + t * slice, (const char *)x->data + off * es, (size_t)slice);
+            memcpy((char *)out[0]->data + t * slice, (const char *)x->data + off * es,
+                   (size_t)slice);
         }
     return KILN_OK;
 }
@@ -273,24 +288,25 @@ static kiln_status parse_reduction(const struct kiln_node *n, kiln_dtype dt, int
     *red = -1;
     for (int i = 0; i < 5; i++)
         if (strcmp(s, names[i]) == 0) *red = i;
-    if (*red < 0) return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "reduction '%s' is not supported", s);
+    if (*red < 0)
+        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "reduction '%s' is not supported", s);
     if (*red != RED_NONE && !kiln_dtype_is_float(dt) && !kiln_dtype_is_int(dt))
-        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "reduction '%s' on %s is not supported", s,
-                            kiln_dtype_name(dt));
+        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "reduction '%s' on %s is not supported",
+                            s, kiln_dtype_name(dt));
     return KILN_OK;
 }
 
 /* Integer math wraps through the unsigned type: no undefined overflow. */
-#define RED_INT(T, UT)                                                                          \
-    do {                                                                                        \
-        T a, b;                                                                                 \
-        memcpy(&a, dst, sizeof a);                                                              \
-        memcpy(&b, src, sizeof b);                                                              \
-        if (red == RED_ADD) a = (T)((UT)a + (UT)b);                                             \
-        else if (red == RED_MUL) a = (T)((UT)a * (UT)b);                                        \
-        else if (red == RED_MAX) a = a > b ? a : b;                                             \
-        else a = a < b ? a : b;                                                                 \
-        memcpy(dst, &a, sizeof a);                                                              \
+#define RED_INT(T, UT)                                                                             \
+    do {                                                                                           \
+        T a, b;                                                                                    \
+        memcpy(&a, dst, sizeof a);                                                                 \
+        memcpy(&b, src, sizeof b);                                                                 \
+        if (red == RED_ADD) a = (T)((UT)a + (UT)b);                                                \
+        else if (red == RED_MUL) a = (T)((UT)a * (UT)b);                                           \
+        else if (red == RED_MAX) a = a > b ? a : b;                                                \
+        else a = a < b ? a : b;                                                                    \
+        memcpy(dst, &a, sizeof a);                                                                 \
     } while (0)
 
 static inline double red_f(int red, double a, double b) {
@@ -321,7 +337,8 @@ static void reduce_elem(kiln_dtype dt, int red, char *dst, const char *src, size
         memcpy(dst, &a, 8);
         break;
     }
-    case KILN_DTYPE_FLOAT16: case KILN_DTYPE_BFLOAT16: {
+    case KILN_DTYPE_FLOAT16:
+    case KILN_DTYPE_BFLOAT16: {
         uint16_t a, b;
         memcpy(&a, dst, 2);
         memcpy(&b, src, 2);
@@ -362,7 +379,7 @@ static kiln_status infer_scatter_elements(const struct kiln_node *n,
                                           const struct kiln_value *const *in, int n_in,
                                           struct kiln_value *const *out, int n_out,
                                           kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
+    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
     size_t es;
     int32_t axis;
     int red;
@@ -419,7 +436,7 @@ static kiln_status exec_scatter_elements(const struct kiln_node *n, struct kiln_
 static kiln_status infer_scatter_nd(const struct kiln_node *n, const struct kiln_value *const *in,
                                     int n_in, struct kiln_value *const *out, int n_out,
                                     kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
+    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
     size_t es;
     int red;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -439,9 +456,10 @@ static kiln_status infer_scatter_nd(const struct kiln_node *n, const struct kiln
     if (!ok) {
         char su[128];
         kiln_shape_str(up, su, sizeof su);
-        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
-                            "expected updates of shape indices.shape[:-1] + data.shape[%lld:], got %s",
-                            (long long)k, su);
+        return kiln_op_fail(
+            err, KILN_ERR_SHAPE, n,
+            "expected updates of shape indices.shape[:-1] + data.shape[%lld:], got %s",
+            (long long)k, su);
     }
     kiln_value_set_shape(out[0], x->dtype, r, x->dims);
     return KILN_OK;
@@ -476,7 +494,8 @@ static kiln_status exec_scatter_nd(const struct kiln_node *n, struct kiln_exec_c
         const char *s = src + t * slice * es;
         if (red == RED_NONE) memcpy(d, s, (size_t)(slice * es));
         else
-            for (int64_t i = 0; i < slice; i++) reduce_elem(x->dtype, red, d + i * es, s + i * es, (size_t)es);
+            for (int64_t i = 0; i < slice; i++)
+                reduce_elem(x->dtype, red, d + i * es, s + i * es, (size_t)es);
     }
     return KILN_OK;
 }
@@ -503,7 +522,7 @@ static kiln_status onehot_depth(const struct kiln_node *n, const struct kiln_val
 static kiln_status infer_onehot(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
+    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[2]->dtype, &es, err);
@@ -518,7 +537,8 @@ static kiln_status infer_onehot(const struct kiln_node *n, const struct kiln_val
     if (!in[1]->data) return KILN_DYNAMIC;
     int64_t depth, dims[MAXR + 1];
     if ((st = onehot_depth(n, in[1], &depth, err)) != KILN_OK) return st;
-    for (int32_t i = 0, j = 0; i <= in[0]->rank; i++) dims[i] = i == axis ? depth : in[0]->dims[j++];
+    for (int32_t i = 0, j = 0; i <= in[0]->rank; i++)
+        dims[i] = i == axis ? depth : in[0]->dims[j++];
     return set_out(n, out[0], in[2]->dtype, in[0]->rank + 1, dims, err);
 }
 
@@ -568,7 +588,7 @@ static bool is_nonzero(const struct kiln_value *v, int64_t i, size_t es) {
 static kiln_status infer_nonzero(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -623,7 +643,7 @@ static kiln_status cumsum_axis(const struct kiln_node *n, const struct kiln_valu
 static kiln_status infer_cumsum(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     if (st != KILN_OK) return st;
     if (!cumsum_dtype_ok(in[0]->dtype))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "dtype %s is not supported",
@@ -636,18 +656,18 @@ static kiln_status infer_cumsum(const struct kiln_node *n, const struct kiln_val
 
 /* Running sum along one axis: out[d] = out[prev] + x[d or prev]. Signed
  * integers add through their unsigned type (wraps, no UB). */
-#define CUMSUM_LOOP(T, ADD)                                                                      \
-    do {                                                                                         \
-        const T *xs = x->data;                                                                   \
-        T *ys = out[0]->data;                                                                    \
-        for (int64_t o = 0; o < outer; o++)                                                      \
-            for (int64_t s = 0; s < D; s++) {                                                    \
-                int64_t d = rev ? D - 1 - s : s, p = rev ? d + 1 : d - 1;                        \
-                int64_t od = (o * D + d) * inner, op = (o * D + p) * inner; /* op used if s>0 */ \
-                for (int64_t i = 0; i < inner; i++)                                              \
-                    ys[od + i] = s == 0 ? (excl ? (T)0 : xs[od + i])                             \
-                                        : ADD(ys[op + i], excl ? xs[op + i] : xs[od + i]);       \
-            }                                                                                    \
+#define CUMSUM_LOOP(T, ADD)                                                                        \
+    do {                                                                                           \
+        const T *xs = x->data;                                                                     \
+        T *ys = out[0]->data;                                                                      \
+        for (int64_t o = 0; o < outer; o++)                                                        \
+            for (int64_t s = 0; s < D; s++) {                                                      \
+                int64_t d = rev ? D - 1 - s : s, p = rev ? d + 1 : d - 1;                          \
+                int64_t od = (o * D + d) * inner, op = (o * D + p) * inner; /* op used if s>0 */   \
+                for (int64_t i = 0; i < inner; i++)                                                \
+                    ys[od + i] = s == 0 ? (excl ? (T)0 : xs[od + i])                               \
+                                        : ADD(ys[op + i], excl ? xs[op + i] : xs[od + i]);         \
+            }                                                                                      \
     } while (0)
 
 #define ADD_PLAIN(a, b) ((a) + (b))
@@ -664,7 +684,8 @@ static kiln_status exec_cumsum(const struct kiln_node *n, struct kiln_exec_ctx *
     kiln_status st = cumsum_axis(n, x, in[1], &axis, err);
     if (st != KILN_OK) return st;
     bool excl = kiln_attr_int(n, "exclusive", 0) != 0, rev = kiln_attr_int(n, "reverse", 0) != 0;
-    int64_t outer = prod(x->dims, 0, axis), D = x->dims[axis], inner = prod(x->dims, axis + 1, x->rank);
+    int64_t outer = prod(x->dims, 0, axis), D = x->dims[axis],
+            inner = prod(x->dims, axis + 1, x->rank);
     switch (x->dtype) {
     case KILN_DTYPE_FLOAT: CUMSUM_LOOP(float, ADD_PLAIN); break;
     case KILN_DTYPE_DOUBLE: CUMSUM_LOOP(double, ADD_PLAIN); break;
@@ -698,7 +719,7 @@ static kiln_status revseq_axes(const struct kiln_node *n, int64_t *ta, int64_t *
 static kiln_status infer_revseq(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     size_t es;
     int64_t ta, ba;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -706,7 +727,8 @@ static kiln_status infer_revseq(const struct kiln_node *n, const struct kiln_val
     if (st == KILN_OK) st = revseq_axes(n, &ta, &ba, err);
     if (st != KILN_OK) return st;
     if (in[0]->rank < 2)
-        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected input rank >= 2, got %d", in[0]->rank);
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected input rank >= 2, got %d",
+                            in[0]->rank);
     if (in[1]->rank != 1 || in[1]->dims[0] != in[0]->dims[ba])
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected sequence_lens of shape [%lld]",
                             (long long)in[0]->dims[ba]);
@@ -727,8 +749,8 @@ static kiln_status exec_revseq(const struct kiln_node *n, struct kiln_exec_ctx *
         int64_t len = idx_at(lens, b);
         if (len < 0 || len > T)
             return kiln_op_fail(err, KILN_ERR_SHAPE, n,
-                                "sequence_lens[%lld] = %lld is out of range [0, %lld]", (long long)b,
-                                (long long)len, (long long)T);
+                                "sequence_lens[%lld] = %lld is out of range [0, %lld]",
+                                (long long)b, (long long)len, (long long)T);
         for (int64_t t = 0; t < T; t++) {
             int64_t s = t < len ? len - 1 - t : t;
             int64_t od = ta == 0 ? t * B + b : b * T + t, os = ta == 0 ? s * B + b : b * T + s;
@@ -770,7 +792,7 @@ static kiln_status compress_params(const struct kiln_node *n, const struct kiln_
 static kiln_status infer_compress(const struct kiln_node *n, const struct kiln_value *const *in,
                                   int n_in, struct kiln_value *const *out, int n_out,
                                   kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;

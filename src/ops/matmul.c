@@ -15,6 +15,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* kiln_op_check_arity plus: inputs below min_in are present (not omitted). */
+static kiln_status arity(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
+                         int min_in, int max_in, kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
+    if (st) return st;
+    for (int i = 0; i < min_in; i++)
+        if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is required", i);
+    return KILN_OK;
+}
+
+static kiln_status need_out0(const struct kiln_node *n, struct kiln_value *const *out, int n_out,
+                             kiln_error *err) {
+    if (n_out < 1 || !out[0]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "output 0 is required");
+    return KILN_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                   */
 
@@ -201,8 +217,9 @@ static bool mm_dtype_ok(kiln_dtype t) {
 static kiln_status matmul_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = arity(n, in, n_in, 2, 2, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     if (in[0]->dtype != in[1]->dtype || !mm_dtype_ok(in[0]->dtype))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n,
                             "expected two inputs of one float or int32/64 type, got %s and %s",
@@ -456,8 +473,9 @@ static bool gemm_c_broadcasts(const struct kiln_value *c, int64_t M, int64_t N) 
 static kiln_status gemm_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                               int n_in, struct kiln_value *const *out, int n_out,
                               kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, n->opset >= 11 ? 2 : 3, 3, err);
+    kiln_status st = arity(n, in, n_in, n->opset >= 11 ? 2 : 3, 3, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     const struct kiln_value *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
     if (a->dtype != b->dtype || !mm_dtype_ok(a->dtype) || (c && c->dtype != a->dtype))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n,
@@ -751,8 +769,9 @@ static kiln_status mmi_zp_ok(const struct kiln_node *n, const struct kiln_value 
 static kiln_status mmi_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                              int n_in, struct kiln_value *const *out, int n_out,
                              kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 4, err);
+    kiln_status st = arity(n, in, n_in, 2, 4, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     if (!i8ish(in[0]->dtype) || !i8ish(in[1]->dtype))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected uint8/int8 A and B, got %s and %s",
                             kiln_dtype_name(in[0]->dtype), kiln_dtype_name(in[1]->dtype));
@@ -794,12 +813,12 @@ static kiln_status mmi_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 #pragma omp parallel for schedule(static) if (M * N * K > 32768)
         for (int64_t i = 0; i < M; i++) {
             int32_t azp = az ? (int32_t)kiln_value_get_int(az, a_row ? i : 0) : 0;
-            int32_t *row = o + (bt * M + i) * N;
+            uint32_t *row = (uint32_t *)(o + (bt * M + i) * N);   /* int32, wrapping */
             for (int64_t j = 0; j < N; j++) row[j] = 0;
             for (int64_t k = 0; k < K; k++) {
-                int32_t av = (int32_t)kiln_value_get_int(a, aoff[bt] + i * K + k) - azp;
+                uint32_t av = (uint32_t)((int32_t)kiln_value_get_int(a, aoff[bt] + i * K + k) - azp);
                 const int32_t *br = bs + k * N;
-                for (int64_t j = 0; j < N; j++) row[j] += av * br[j];
+                for (int64_t j = 0; j < N; j++) row[j] += av * (uint32_t)br[j];
             }
         }
     }
@@ -993,6 +1012,8 @@ static kiln_status einsum_infer(const struct kiln_node *n, const struct kiln_val
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
     if (n_in < 1) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected at least one input");
+    kiln_status st0 = need_out0(n, out, n_out, err);
+    if (st0) return st0;
     for (int i = 0; i < n_in; i++) {
         if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is missing", i);
         if (in[i]->dtype != in[0]->dtype ||
@@ -1039,31 +1060,42 @@ static kiln_status einsum_exec(const struct kiln_node *n, struct kiln_exec_ctx *
         }
         double accf = 0;
         uint64_t acci = 0;
-        for (int64_t s = 0; s < sn; s++) {
+        /* the last summed label runs innermost, by stride; the others are decoded */
+        int last = e->n_sum > 0 ? e->sum_lab[e->n_sum - 1] : -1;
+        int64_t inner = last >= 0 ? e->dim[last] : 1, outer = inner > 0 ? sn / inner : 0;
+        int64_t istr[EIN_MAX_IN];
+        for (int i = 0; i < e->n_in; i++) istr[i] = last >= 0 ? e->stride[i][last] : 0;
+        for (int64_t s = 0; s < outer; s++) {
             int64_t off[EIN_MAX_IN], rr = s;
             for (int i = 0; i < e->n_in; i++) off[i] = base[i];
-            for (int k = e->n_sum - 1; k >= 0; k--) {
+            for (int k = e->n_sum - 2; k >= 0; k--) {
                 int l = e->sum_lab[k];
                 int64_t idx = rr % e->dim[l];
                 rr /= e->dim[l];
                 for (int i = 0; i < e->n_in; i++) off[i] += idx * e->stride[i][l];
             }
-            if (all_f32) {
-                double p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= ((const float *)in[i]->data)[off[i]];
-                accf += p;
-            } else if (all_f64) {
-                double p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= ((const double *)in[i]->data)[off[i]];
-                accf += p;
-            } else if (is_f) {
-                double p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= kiln_value_get_f64(in[i], off[i]);
-                accf += p;
-            } else {
-                uint64_t p = 1;
-                for (int i = 0; i < e->n_in; i++) p *= (uint64_t)kiln_value_get_int(in[i], off[i]);
-                acci += p;
+            for (int64_t t = 0; t < inner; t++) {
+                if (all_f32) {
+                    double p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= ((const float *)in[i]->data)[off[i] + t * istr[i]];
+                    accf += p;
+                } else if (all_f64) {
+                    double p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= ((const double *)in[i]->data)[off[i] + t * istr[i]];
+                    accf += p;
+                } else if (is_f) {
+                    double p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= kiln_value_get_f64(in[i], off[i] + t * istr[i]);
+                    accf += p;
+                } else {
+                    uint64_t p = 1;
+                    for (int i = 0; i < e->n_in; i++)
+                        p *= (uint64_t)kiln_value_get_int(in[i], off[i] + t * istr[i]);
+                    acci += p;
+                }
             }
         }
         if (is_f) kiln_value_set_f64(out[0], o, accf);
@@ -1103,7 +1135,7 @@ static kiln_status attn_analyze(const struct kiln_node *n, const struct kiln_val
                                 int n_in, struct attn_dims *a, kiln_error *err) {
     memset(a, 0, sizeof *a);
     int max_in = n->opset >= 24 ? 7 : 6;
-    kiln_status st = kiln_op_check_arity(n, n_in, 3, max_in, err);
+    kiln_status st = arity(n, in, n_in, 3, max_in, err);
     if (st) return st;
     const struct kiln_value *q = in[0], *k = in[1], *v = in[2];
     kiln_dtype dt = q->dtype;
@@ -1203,6 +1235,7 @@ static kiln_status attention_infer(const struct kiln_node *n, const struct kiln_
     struct attn_dims a;
     kiln_status st = attn_analyze(n, in, n_in, &a, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     int64_t mode = kiln_attr_int(n, "qk_matmul_output_mode", 0);
     if (mode < 0 || mode > 3)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "qk_matmul_output_mode %lld not in 0..3",
@@ -1413,7 +1446,7 @@ static double attention_flops(const struct kiln_node *n, const struct kiln_value
 static kiln_status rope_check(const struct kiln_node *n, const struct kiln_value *const *in,
                               int n_in, int64_t *B, int64_t *S, int64_t *H, int64_t *D,
                               int64_t *R, kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 3, 4, err);
+    kiln_status st = arity(n, in, n_in, 3, 4, err);
     if (st) return st;
     const struct kiln_value *x = in[0], *cs = in[1], *sn = in[2];
     const struct kiln_value *pos = n_in > 3 ? in[3] : NULL;
@@ -1463,6 +1496,7 @@ static kiln_status rope_infer(const struct kiln_node *n, const struct kiln_value
     int64_t B, S, H, D, R;
     kiln_status st = rope_check(n, in, n_in, &B, &S, &H, &D, &R, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     kiln_value_set_shape(out[0], in[0]->dtype, in[0]->rank, in[0]->dims);
     return KILN_OK;
 }

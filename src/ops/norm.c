@@ -213,6 +213,7 @@ static kiln_status bn_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
         float fa = (float)a[c], fb = (float)b[c];
         const float *p = xb.p + nc * S;
         float *q = yb.p + nc * S;
+#pragma omp simd
         for (int64_t s = 0; s < S; s++) q[s] = p[s] * fa + fb;
     }
     fb_out_done(out[0], &yb);
@@ -671,14 +672,16 @@ static kiln_status lp_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
     return ok ? KILN_OK : no_memory(err, n);
 }
 
+/* All but LRN (which reads neighbouring channels) finish reading a row or
+ * group before writing it, so they may run in place (KILN_OP_INPLACE). */
 const struct kiln_op_def kiln_ops_norm[] = {
-    {"BatchNormalization", NULL, 6, 0, bn_infer, bn_exec, NULL, NULL},
-    {"InstanceNormalization", NULL, 6, 0, in_infer, in_exec, NULL, NULL},
-    {"LayerNormalization", NULL, 17, 0, ln_infer, ln_exec, NULL, NULL},
-    {"RMSNormalization", NULL, 23, 0, ln_infer, ln_exec, NULL, NULL},
-    {"GroupNormalization", NULL, 18, 0, gn_infer, gn_exec, NULL, NULL},
+    {"BatchNormalization", NULL, 6, KILN_OP_INPLACE, bn_infer, bn_exec, NULL, NULL},
+    {"InstanceNormalization", NULL, 6, KILN_OP_INPLACE, in_infer, in_exec, NULL, NULL},
+    {"LayerNormalization", NULL, 17, KILN_OP_INPLACE, ln_infer, ln_exec, NULL, NULL},
+    {"RMSNormalization", NULL, 23, KILN_OP_INPLACE, ln_infer, ln_exec, NULL, NULL},
+    {"GroupNormalization", NULL, 18, KILN_OP_INPLACE, gn_infer, gn_exec, NULL, NULL},
     {"LRN", NULL, 1, 0, lrn_infer, lrn_exec, NULL, NULL},
-    {"MeanVarianceNormalization", NULL, 9, 0, mvn_infer, mvn_exec, NULL, NULL},
-    {"LpNormalization", NULL, 1, 0, lp_infer, lp_exec, NULL, NULL},
+    {"MeanVarianceNormalization", NULL, 9, KILN_OP_INPLACE, mvn_infer, mvn_exec, NULL, NULL},
+    {"LpNormalization", NULL, 1, KILN_OP_INPLACE, lp_infer, lp_exec, NULL, NULL},
     {0},
 };

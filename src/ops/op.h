@@ -127,14 +127,18 @@ int64_t     kiln_value_get_int(const struct kiln_value *v, int64_t i);
 double      kiln_value_get_f64(const struct kiln_value *v, int64_t i);
 /* Writes element i of a numeric tensor from double (saturating casts are the caller's job). */
 void        kiln_value_set_f64(struct kiln_value *v, int64_t i, double x);
-bool        kiln_dtype_is_float(kiln_dtype t);    /* f16, bf16, f32, f64, float8, float4 */
+/* The standard widths only: ops that compute accept these. The narrow types
+ * (float8, float4, int4, int2) are storage types that Cast, QuantizeLinear and
+ * DequantizeLinear convert from and to; ops must opt in to them explicitly. */
+bool        kiln_dtype_is_float(kiln_dtype t);    /* f16, bf16, f32, f64 */
 bool        kiln_dtype_is_narrow_float(kiln_dtype t);  /* float8 kinds and float4e2m1 */
+bool        kiln_dtype_is_narrow_int(kiln_dtype t);    /* int4, uint4, int2, uint2 */
 int         kiln_dtype_bits(kiln_dtype t);        /* bits per element in files (4 for int4) */
 /* Narrow floats (one code per byte in memory). saturate: out-of-range values
  * become the largest finite value instead of inf/NaN (ONNX Cast saturate=1). */
 float       kiln_narrow_to_f32(kiln_dtype t, uint8_t code);
 uint8_t     kiln_f32_to_narrow(kiln_dtype t, float x, bool saturate);
-bool        kiln_dtype_is_int(kiln_dtype t);      /* signed and unsigned ints (not bool) */
+bool        kiln_dtype_is_int(kiln_dtype t);      /* 8- to 64-bit signed and unsigned ints (not bool) */
 bool        kiln_dtype_is_signed(kiln_dtype t);
 float       kiln_f16_to_f32(uint16_t h);
 uint16_t    kiln_f32_to_f16(float f);             /* round to nearest even */

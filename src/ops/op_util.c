@@ -54,7 +54,12 @@ size_t kiln_dtype_size(kiln_dtype t) {
 
 bool kiln_dtype_is_float(kiln_dtype t) {
     return t == KILN_DTYPE_FLOAT || t == KILN_DTYPE_DOUBLE || t == KILN_DTYPE_FLOAT16 ||
-           t == KILN_DTYPE_BFLOAT16 || kiln_dtype_is_narrow_float(t);
+           t == KILN_DTYPE_BFLOAT16;
+}
+
+bool kiln_dtype_is_narrow_int(kiln_dtype t) {
+    return t == KILN_DTYPE_UINT4 || t == KILN_DTYPE_INT4 || t == KILN_DTYPE_UINT2 ||
+           t == KILN_DTYPE_INT2;
 }
 
 bool kiln_dtype_is_narrow_float(kiln_dtype t) {
@@ -75,7 +80,6 @@ bool kiln_dtype_is_int(kiln_dtype t) {
     switch (t) {
     case KILN_DTYPE_UINT8: case KILN_DTYPE_INT8: case KILN_DTYPE_UINT16: case KILN_DTYPE_INT16:
     case KILN_DTYPE_INT32: case KILN_DTYPE_INT64: case KILN_DTYPE_UINT32: case KILN_DTYPE_UINT64:
-    case KILN_DTYPE_UINT4: case KILN_DTYPE_INT4: case KILN_DTYPE_UINT2: case KILN_DTYPE_INT2:
         return true;
     default: return false;
     }
@@ -84,7 +88,7 @@ bool kiln_dtype_is_int(kiln_dtype t) {
 bool kiln_dtype_is_signed(kiln_dtype t) {
     return t == KILN_DTYPE_INT8 || t == KILN_DTYPE_INT16 || t == KILN_DTYPE_INT32 ||
            t == KILN_DTYPE_INT64 || t == KILN_DTYPE_INT4 || t == KILN_DTYPE_INT2 ||
-           kiln_dtype_is_float(t);
+           kiln_dtype_is_float(t) || kiln_dtype_is_narrow_float(t);
 }
 
 kiln_status kiln_op_fail(kiln_error *err, kiln_status code, const struct kiln_node *n,
@@ -106,6 +110,10 @@ kiln_status kiln_op_check_arity(const struct kiln_node *n, int n_in, int min_in,
     if (n_in < min_in || n_in > max_in)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected %d to %d inputs, got %d",
                             min_in, max_in, n_in);
+    /* the first min_in inputs are required: the model may not omit them with "" */
+    for (int i = 0; i < min_in && i < n->n_inputs; i++)
+        if (n->inputs[i] < 0)
+            return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "required input %d is omitted", i);
     return KILN_OK;
 }
 

@@ -13,6 +13,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* kiln_op_check_arity plus: inputs below min_in are present (not omitted). */
+static kiln_status arity(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
+                         int min_in, int max_in, kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
+    if (st) return st;
+    for (int i = 0; i < min_in; i++)
+        if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is required", i);
+    return KILN_OK;
+}
+
+static kiln_status need_out0(const struct kiln_node *n, struct kiln_value *const *out, int n_out,
+                             kiln_error *err) {
+    if (n_out < 1 || !out[0]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "output 0 is required");
+    return KILN_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                   */
 
@@ -128,8 +144,9 @@ static kiln_status qmap_init(const struct kiln_node *n, const struct kiln_value 
 static kiln_status quantize_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                                   int n_in, struct kiln_value *const *out, int n_out,
                                   kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 3, err);
+    kiln_status st = arity(n, in, n_in, 2, 3, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     const struct kiln_value *x = in[0], *s = in[1], *zp = n_in > 2 ? in[2] : NULL;
     if (!(scale_type_ok(x->dtype) || x->dtype == KILN_DTYPE_INT32))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected float or int32 input, got %s",
@@ -189,8 +206,9 @@ static kiln_status quantize_exec(const struct kiln_node *n, struct kiln_exec_ctx
 static kiln_status dequantize_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                                     int n_in, struct kiln_value *const *out, int n_out,
                                     kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 3, err);
+    kiln_status st = arity(n, in, n_in, 2, 3, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     const struct kiln_value *x = in[0], *s = in[1], *zp = n_in > 2 ? in[2] : NULL;
     if (!q_type_ok(x->dtype))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n,
@@ -235,8 +253,9 @@ static kiln_status dequantize_exec(const struct kiln_node *n, struct kiln_exec_c
 static kiln_status dynq_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                               int n_in, struct kiln_value *const *out, int n_out,
                               kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = arity(n, in, n_in, 1, 1, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     if (in[0]->dtype != KILN_DTYPE_FLOAT)
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected float32 input, got %s",
                             kiln_dtype_name(in[0]->dtype));
@@ -347,8 +366,9 @@ static kiln_status qlinearmatmul_infer(const struct kiln_node *n,
                                        const struct kiln_value *const *in, int n_in,
                                        struct kiln_value *const *out, int n_out,
                                        kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 8, 8, err);
+    kiln_status st = arity(n, in, n_in, 8, 8, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     for (int i = 0; i < 8; i++)
         if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is required", i);
     const struct kiln_value *a = in[0], *b = in[3];
@@ -530,7 +550,7 @@ static kiln_status conv_int_acc(const struct kiln_node *n, const struct conv_geo
                 oidx[d] = r % g->out[d];
                 r /= g->out[d];
             }
-            int32_t sum = 0;
+            uint32_t sum = 0;   /* int32 accumulation, wrapping */
             for (int64_t kp = 0; kp < g->k_sz; kp++) {
                 int64_t kr = kp, ipos = 0, mul = 1;
                 bool inside = true;
@@ -551,11 +571,11 @@ static kiln_status conv_int_acc(const struct kiln_node *n, const struct conv_geo
                 if (!inside) continue;
                 for (int64_t ic = 0; ic < cg; ic++) {
                     int64_t c = grp * cg + ic;
-                    sum += xs[(b * g->C + c) * g->in_sz + ipos] *
-                           ws[(oc * cg + ic) * g->k_sz + kp];
+                    sum += (uint32_t)xs[(b * g->C + c) * g->in_sz + ipos] *
+                           (uint32_t)ws[(oc * cg + ic) * g->k_sz + kp];
                 }
             }
-            o[op] = sum;
+            o[op] = (int32_t)sum;
         }
     }
     free(xs);
@@ -585,8 +605,9 @@ static bool q8(kiln_dtype t) { return t == KILN_DTYPE_UINT8 || t == KILN_DTYPE_I
 static kiln_status convinteger_infer(const struct kiln_node *n,
                                      const struct kiln_value *const *in, int n_in,
                                      struct kiln_value *const *out, int n_out, kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 4, err);
+    kiln_status st = arity(n, in, n_in, 2, 4, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     if (!q8(in[0]->dtype) || !q8(in[1]->dtype))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected uint8/int8 X and W, got %s and %s",
                             kiln_dtype_name(in[0]->dtype), kiln_dtype_name(in[1]->dtype));
@@ -619,6 +640,7 @@ static kiln_status qlinearconv_infer(const struct kiln_node *n,
                                      struct kiln_value *const *out, int n_out, kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 8, 9, err);
     if (st) return st;
+    if ((st = need_out0(n, out, n_out, err))) return st;
     for (int i = 0; i < 8; i++)
         if (!in[i] && i != 2 && i != 5 && i != 7)
             return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is required", i);

@@ -15,6 +15,16 @@
 #include <string.h>
 #include <strings.h>
 
+/* kiln_op_check_arity plus: inputs below min_in are present (not omitted). */
+static kiln_status arity(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
+                         int min_in, int max_in, kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
+    if (st) return st;
+    for (int i = 0; i < min_in; i++)
+        if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is required", i);
+    return KILN_OK;
+}
+
 enum cell { CELL_RNN, CELL_GRU, CELL_LSTM };
 
 enum act_kind {
@@ -97,7 +107,7 @@ static kiln_status rnn_config(const struct kiln_node *n, enum cell cell,
     c->cell = cell;
     c->G = cell == CELL_LSTM ? 4 : cell == CELL_GRU ? 3 : 1;
     int max_in = cell == CELL_LSTM ? 8 : 6;
-    kiln_status st = kiln_op_check_arity(n, n_in, 3, max_in, err);
+    kiln_status st = arity(n, in, n_in, 3, max_in, err);
     if (st) return st;
     const struct kiln_value *X = in[0], *W = in[1], *R = in[2];
     kiln_dtype dt = X->dtype;

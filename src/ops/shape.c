@@ -1,9 +1,10 @@
 /* shape.c — shape and layout ops.
  *
- *   views       Reshape, Flatten, Squeeze, Unsqueeze, Identity (KILN_OP_VIEW:
- *               exec copies only when the executor did not alias)
+ *   views       Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout
+ *               (inference; its mask is all ones). KILN_OP_VIEW: exec copies
+ *               only when the executor did not alias.
  *   movement    Transpose, Concat, Split, Slice, Expand, Tile, Pad,
- *               DepthToSpace, SpaceToDepth, Dropout (inference), Trilu
+ *               DepthToSpace, SpaceToDepth, Trilu
  *   generators  Shape, Size, ConstantOfShape, Range, EyeLike, Constant
  *
  * All data movement goes through one strided-copy engine that merges
@@ -17,7 +18,7 @@
 #include <string.h>
 
 #define MAXR KILN_MAX_RANK
-#define SC_MAX (2 * KILN_MAX_RANK) /* Tile iterates over two dims per axis */
+#define SC_MAX (2 * KILN_MAX_RANK)   /* Tile iterates over two dims per axis */
 #define PAR_BYTES ((int64_t)1 << 17) /* below this, threads cost more than they save */
 #define TB 32                        /* transpose tile edge, in elements */
 
@@ -26,6 +27,17 @@
 
 static int n_threads(const struct kiln_exec_ctx *ctx) {
     return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+}
+
+/* Arity plus presence: kiln_op_check_arity cannot see in[], and the executor
+ * passes NULL for an input the model omits (""), required or not. */
+static kiln_status check_inputs(const struct kiln_node *n, const struct kiln_value *const *in,
+                                int n_in, int min_in, int max_in, kiln_error *err) {
+    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
+    for (int i = 0; st == KILN_OK && i < min_in; i++)
+        if (!in[i])
+            st = kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "required input %d is missing", i);
+    return st;
 }
 
 static kiln_status elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
@@ -74,23 +86,25 @@ static kiln_status read_ints(const struct kiln_node *n, const struct kiln_value 
                              const char *what, int64_t *buf, int64_t max, int64_t *count,
                              kiln_error *err) {
     if (!kiln_dtype_is_int(v->dtype))
-        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected '%s' as an integer tensor, got %s",
-                            what, kiln_dtype_name(v->dtype));
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                            "expected '%s' as an integer tensor, got %s", what,
+                            kiln_dtype_name(v->dtype));
     if (v->rank > 1)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected '%s' of rank 0 or 1, got rank %d",
                             what, v->rank);
     int64_t c = kiln_value_numel(v);
     if (c > max)
-        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "expected at most %lld '%s' values, got %lld",
-                            (long long)max, what, (long long)c);
+        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n,
+                            "expected at most %lld '%s' values, got %lld", (long long)max, what,
+                            (long long)c);
     for (int64_t i = 0; i < c; i++) buf[i] = kiln_value_get_int(v, i);
     *count = c;
     return KILN_OK;
 }
 
 /* Reads an ints attribute into buf (at most max entries); *count = -1 when absent. */
-static kiln_status attr_ints(const struct kiln_node *n, const char *name, int64_t *buf,
-                             int64_t max, int64_t *count, kiln_error *err) {
+static kiln_status attr_ints(const struct kiln_node *n, const char *name, int64_t *buf, int64_t max,
+                             int64_t *count, kiln_error *err) {
     int64_t c;
     const int64_t *a = kiln_attr_ints(n, name, &c);
     if (!a && !kiln_attr_find(n, name)) {
@@ -98,8 +112,9 @@ static kiln_status attr_ints(const struct kiln_node *n, const char *name, int64_
         return KILN_OK;
     }
     if (c > max)
-        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "expected at most %lld '%s' values, got %lld",
-                            (long long)max, name, (long long)c);
+        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n,
+                            "expected at most %lld '%s' values, got %lld", (long long)max, name,
+                            (long long)c);
     for (int64_t i = 0; i < c; i++) buf[i] = a[i];
     *count = c;
     return KILN_OK;
@@ -169,8 +184,8 @@ tile_block(char *dst, const char *src, int64_t ni, int64_t nj, int64_t D, int64_
             copy_elem(dst + i * D + j * (int64_t)es, src + i * (int64_t)es + j * S, es);
 }
 
-static inline __attribute__((always_inline)) void
-line_copy(char *dst, const char *src, int64_t cnt, int64_t ds, int64_t ss, size_t es) {
+static inline __attribute__((always_inline)) void line_copy(char *dst, const char *src, int64_t cnt,
+                                                            int64_t ds, int64_t ss, size_t es) {
     for (int64_t i = 0; i < cnt; i++) copy_elem(dst + i * ds, src + i * ss, es);
 }
 
@@ -302,7 +317,7 @@ static kiln_status exec_view(const struct kiln_node *n, struct kiln_exec_ctx *ct
 static kiln_status infer_identity(const struct kiln_node *n, const struct kiln_value *const *in,
                                   int n_in, struct kiln_value *const *out, int n_out,
                                   kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -316,11 +331,11 @@ static kiln_status infer_reshape(const struct kiln_node *n, const struct kiln_va
     int64_t shape[MAXR], cnt;
     kiln_status st;
     if (n->opset < 5) { /* Reshape-1: shape attribute */
-        if ((st = kiln_op_check_arity(n, n_in, 1, 1, err)) != KILN_OK) return st;
+        if ((st = check_inputs(n, in, n_in, 1, 1, err)) != KILN_OK) return st;
         if ((st = attr_ints(n, "shape", shape, MAXR, &cnt, err)) != KILN_OK) return st;
         if (cnt < 0) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing 'shape' attribute");
     } else {
-        if ((st = kiln_op_check_arity(n, n_in, 2, 2, err)) != KILN_OK) return st;
+        if ((st = check_inputs(n, in, n_in, 2, 2, err)) != KILN_OK) return st;
         if (!in[1]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "shape", shape, MAXR, &cnt, err)) != KILN_OK) return st;
     }
@@ -332,9 +347,10 @@ static kiln_status infer_reshape(const struct kiln_node *n, const struct kiln_va
     for (int64_t i = 0; i < cnt; i++) {
         if (shape[i] == 0 && !allowzero) {
             if (i >= in[0]->rank)
-                return kiln_op_fail(err, KILN_ERR_SHAPE, n,
-                                    "shape[%lld] = 0 copies an input dim, but the input has rank %d",
-                                    (long long)i, in[0]->rank);
+                return kiln_op_fail(
+                    err, KILN_ERR_SHAPE, n,
+                    "shape[%lld] = 0 copies an input dim, but the input has rank %d", (long long)i,
+                    in[0]->rank);
             shape[i] = in[0]->dims[i];
         } else if (shape[i] == -1) {
             if (infer_at >= 0)
@@ -350,7 +366,8 @@ static kiln_status infer_reshape(const struct kiln_node *n, const struct kiln_va
     }
     if (infer_at >= 0) {
         if (known == 0 && total != 0)
-            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "cannot infer -1 dim with a zero dim in shape");
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                "cannot infer -1 dim with a zero dim in shape");
         shape[infer_at] = known == 0 ? 0 : total / known;
         known *= shape[infer_at];
     }
@@ -367,15 +384,15 @@ static kiln_status infer_reshape(const struct kiln_node *n, const struct kiln_va
 static kiln_status infer_flatten(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     int32_t r = in[0]->rank;
     int64_t axis = kiln_attr_int(n, "axis", 1);
     if (axis < -(int64_t)r || axis > r)
-        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected axis in [%d, %d], got %lld", -r, r,
-                            (long long)axis);
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected axis in [%d, %d], got %lld", -r,
+                            r, (long long)axis);
     if (axis < 0) axis += r;
     int64_t dims[2] = {numel_of((int32_t)axis, in[0]->dims),
                        numel_of(r - (int32_t)axis, in[0]->dims + axis)};
@@ -386,7 +403,7 @@ static kiln_status infer_squeeze(const struct kiln_node *n, const struct kiln_va
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
     int64_t axes[MAXR], cnt = -1;
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, n->opset >= 13 ? 2 : 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, n->opset >= 13 ? 2 : 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -395,6 +412,7 @@ static kiln_status infer_squeeze(const struct kiln_node *n, const struct kiln_va
     } else if (n_in > 1 && in[1]) {
         if (!in[1]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "axes", axes, MAXR, &cnt, err)) != KILN_OK) return st;
+        if (cnt == 0) cnt = -1; /* empty axes acts like absent axes, as in onnxruntime */
     }
     const struct kiln_value *x = in[0];
     bool drop[MAXR] = {0};
@@ -405,8 +423,9 @@ static kiln_status infer_squeeze(const struct kiln_node *n, const struct kiln_va
         int32_t a;
         if ((st = kiln_norm_axis(n, axes[i], x->rank, &a, err)) != KILN_OK) return st;
         if (x->dims[a] != 1)
-            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected dim %d to be 1 to squeeze, got %lld",
-                                a, (long long)x->dims[a]);
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                "expected dim %d to be 1 to squeeze, got %lld", a,
+                                (long long)x->dims[a]);
         if (drop[a]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "axis %d repeated in axes", a);
         drop[a] = true;
     }
@@ -421,7 +440,7 @@ static kiln_status infer_unsqueeze(const struct kiln_node *n, const struct kiln_
                                    int n_in, struct kiln_value *const *out, int n_out,
                                    kiln_error *err) {
     int64_t axes[MAXR], cnt = -1;
-    kiln_status st = kiln_op_check_arity(n, n_in, n->opset >= 13 ? 2 : 1, n->opset >= 13 ? 2 : 1, err);
+    kiln_status st = check_inputs(n, in, n_in, n->opset >= 13 ? 2 : 1, n->opset >= 13 ? 2 : 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -479,7 +498,7 @@ static kiln_status infer_transpose(const struct kiln_node *n, const struct kiln_
                                    kiln_error *err) {
     int64_t perm[MAXR], dims[MAXR];
     size_t es;
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = transpose_perm(n, in[0]->rank, perm, err);
     if (st != KILN_OK) return st;
@@ -504,7 +523,8 @@ static kiln_status exec_transpose(const struct kiln_node *n, struct kiln_exec_ct
 static kiln_status infer_concat(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    if (n_in < 1) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected at least 1 input, got 0");
+    if (n_in < 1)
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected at least 1 input, got 0");
     for (int i = 0; i < n_in; i++)
         if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is missing", i);
     size_t es;
@@ -558,10 +578,11 @@ static kiln_status exec_concat(const struct kiln_node *n, struct kiln_exec_ctx *
 
 /* Offset and length of Split output i along the axis. */
 static kiln_status split_part(const struct kiln_node *n, const struct kiln_value *const *in,
-                              int n_in, int n_out, int32_t axis, int i, int64_t *off,
-                              int64_t *len, kiln_error *err) {
+                              int n_in, int n_out, int32_t axis, int i, int64_t *off, int64_t *len,
+                              kiln_error *err) {
     int64_t D = in[0]->dims[axis];
     const struct kiln_value *sv = n_in > 1 ? in[1] : NULL;
+    if (sv && sv->data && kiln_value_numel(sv) == 0) sv = NULL; /* empty split: equal parts */
     int64_t acnt;
     const int64_t *a = n->opset < 13 ? kiln_attr_ints(n, "split", &acnt) : NULL;
     if (a || sv) {
@@ -592,8 +613,9 @@ static kiln_status split_part(const struct kiln_node *n, const struct kiln_value
     }
     int64_t num = kiln_attr_int(n, "num_outputs", n_out);
     if (num != n_out)
-        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "num_outputs is %lld but the node has %d outputs",
-                            (long long)num, n_out);
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                            "num_outputs is %lld but the node has %d outputs", (long long)num,
+                            n_out);
     if (n->opset < 18 && D % n_out != 0)
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "dim %lld does not split into %d equal parts",
                             (long long)D, n_out);
@@ -611,7 +633,7 @@ static kiln_status split_axis(const struct kiln_node *n, const struct kiln_value
 static kiln_status infer_split(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 2, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -640,11 +662,12 @@ static kiln_status exec_split(const struct kiln_node *n, struct kiln_exec_ctx *c
     byte_strides(r, in[0]->dims, es, ist);
     for (int i = 0; i < n_out; i++) {
         int64_t off, len;
-        if ((st = split_part(n, in, n_in, n_out, axis, i, &off, &len, err)) != KILN_OK) return late_fail(n, st, err);
+        if ((st = split_part(n, in, n_in, n_out, axis, i, &off, &len, err)) != KILN_OK)
+            return late_fail(n, st, err);
         if (!out[i]) continue;
         byte_strides(r, out[i]->dims, es, ost);
-        strided_copy(r, out[i]->dims, out[i]->data, ost, (const char *)in[0]->data + off * ist[axis],
-                     ist, es, n_threads(ctx));
+        strided_copy(r, out[i]->dims, out[i]->data, ost,
+                     (const char *)in[0]->data + off * ist[axis], ist, es, n_threads(ctx));
     }
     return KILN_OK;
 }
@@ -664,7 +687,7 @@ static kiln_status slice_params(const struct kiln_node *n, const struct kiln_val
     int64_t starts[MAXR], ends[MAXR], axes[MAXR], steps[MAXR], cs, ce, ca = -1, cp = -1;
     kiln_status st;
     if (n->opset < 10) {
-        if ((st = kiln_op_check_arity(n, n_in, 1, 1, err)) != KILN_OK) return st;
+        if ((st = check_inputs(n, in, n_in, 1, 1, err)) != KILN_OK) return st;
         if ((st = attr_ints(n, "starts", starts, MAXR, &cs, err)) != KILN_OK ||
             (st = attr_ints(n, "ends", ends, MAXR, &ce, err)) != KILN_OK ||
             (st = attr_ints(n, "axes", axes, MAXR, &ca, err)) != KILN_OK)
@@ -672,15 +695,17 @@ static kiln_status slice_params(const struct kiln_node *n, const struct kiln_val
         if (cs < 0 || ce < 0)
             return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing 'starts' or 'ends' attribute");
     } else {
-        if ((st = kiln_op_check_arity(n, n_in, 3, 5, err)) != KILN_OK) return st;
+        if ((st = check_inputs(n, in, n_in, 3, 5, err)) != KILN_OK) return st;
         for (int i = 1; i < n_in; i++)
             if (in[i] && !in[i]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "starts", starts, MAXR, &cs, err)) != KILN_OK ||
             (st = read_ints(n, in[2], "ends", ends, MAXR, &ce, err)) != KILN_OK)
             return st;
-        if (n_in > 3 && in[3] && (st = read_ints(n, in[3], "axes", axes, MAXR, &ca, err)) != KILN_OK)
+        if (n_in > 3 && in[3] &&
+            (st = read_ints(n, in[3], "axes", axes, MAXR, &ca, err)) != KILN_OK)
             return st;
-        if (n_in > 4 && in[4] && (st = read_ints(n, in[4], "steps", steps, MAXR, &cp, err)) != KILN_OK)
+        if (n_in > 4 && in[4] &&
+            (st = read_ints(n, in[4], "steps", steps, MAXR, &cp, err)) != KILN_OK)
             return st;
     }
     if (ce != cs || (ca >= 0 && ca != cs) || (cp >= 0 && cp != cs))
@@ -759,7 +784,7 @@ static kiln_status exec_slice(const struct kiln_node *n, struct kiln_exec_ctx *c
 static kiln_status infer_expand(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -810,9 +835,8 @@ static kiln_status tile_repeats(const struct kiln_node *n, const struct kiln_val
 }
 
 static kiln_status infer_tile(const struct kiln_node *n, const struct kiln_value *const *in,
-                              int n_in, struct kiln_value *const *out, int n_out,
-                              kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+                              int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
+    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -872,14 +896,15 @@ static kiln_status pad_params(const struct kiln_node *n, const struct kiln_value
     else if (strcmp(mode, "wrap") == 0) p->mode = PAD_WRAP;
     else return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "pad mode '%s' is not supported", mode);
     if (n->opset < 11) {
-        if ((st = kiln_op_check_arity(n, n_in, 1, 1, err)) != KILN_OK) return st;
-        if ((st = attr_ints(n, n->opset < 2 ? "paddings" : "pads", pads, 2 * MAXR, &cnt, err)) != KILN_OK)
+        if ((st = check_inputs(n, in, n_in, 1, 1, err)) != KILN_OK) return st;
+        if ((st = attr_ints(n, n->opset < 2 ? "paddings" : "pads", pads, 2 * MAXR, &cnt, err)) !=
+            KILN_OK)
             return st;
         if (cnt < 0) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing 'pads' attribute");
         struct kiln_value v = {.dtype = x->dtype, .data = p->value};
         kiln_value_set_f64(&v, 0, kiln_attr_float(n, "value", 0.0f));
     } else {
-        if ((st = kiln_op_check_arity(n, n_in, 2, 4, err)) != KILN_OK) return st;
+        if ((st = check_inputs(n, in, n_in, 2, 4, err)) != KILN_OK) return st;
         for (int i = 1; i < n_in; i++)
             if (in[i] && !in[i]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "pads", pads, 2 * MAXR, &cnt, err)) != KILN_OK) return st;
@@ -890,7 +915,8 @@ static kiln_status pad_params(const struct kiln_node *n, const struct kiln_value
                                     kiln_dtype_name(x->dtype), kiln_dtype_name(in[2]->dtype));
             memcpy(p->value, in[2]->data, kiln_dtype_size(x->dtype));
         }
-        if (n_in > 3 && in[3] && (st = read_ints(n, in[3], "axes", axes, MAXR, &na, err)) != KILN_OK)
+        if (n_in > 3 && in[3] &&
+            (st = read_ints(n, in[3], "axes", axes, MAXR, &na, err)) != KILN_OK)
             return st;
     }
     if (na < 0) {
@@ -913,8 +939,7 @@ static kiln_status pad_params(const struct kiln_node *n, const struct kiln_value
 }
 
 static kiln_status infer_pad(const struct kiln_node *n, const struct kiln_value *const *in,
-                             int n_in, struct kiln_value *const *out, int n_out,
-                             kiln_error *err) {
+                             int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
     struct pad_p p;
     size_t es;
     if (n_in < 1 || !in[0]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing input 0");
@@ -926,7 +951,8 @@ static kiln_status infer_pad(const struct kiln_node *n, const struct kiln_value 
         int64_t d = in[0]->dims[i];
         if (__builtin_add_overflow(d, p.pb[i], &dims[i]) ||
             __builtin_add_overflow(dims[i], p.pe[i], &dims[i]) || dims[i] < 0)
-            return kiln_op_fail(err, KILN_ERR_SHAPE, n, "pads %lld, %lld on dim %d of size %lld give an invalid size",
+            return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                                "pads %lld, %lld on dim %d of size %lld give an invalid size",
                                 (long long)p.pb[i], (long long)p.pe[i], i, (long long)d);
         if (d == 0 && dims[i] > 0 && p.mode != PAD_CONSTANT)
             return kiln_op_fail(err, KILN_ERR_SHAPE, n, "cannot pad empty dim %d in mode '%s'", i,
@@ -1009,7 +1035,7 @@ static kiln_status exec_pad(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 
 static kiln_status d2s_check(const struct kiln_node *n, const struct kiln_value *const *in,
                              int n_in, int64_t *b, kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -1028,8 +1054,7 @@ static bool d2s_crd(const struct kiln_node *n) {
 }
 
 static kiln_status infer_d2s(const struct kiln_node *n, const struct kiln_value *const *in,
-                             int n_in, struct kiln_value *const *out, int n_out,
-                             kiln_error *err) {
+                             int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
     int64_t b;
     kiln_status st = d2s_check(n, in, n_in, &b, err);
     if (st != KILN_OK) return st;
@@ -1038,8 +1063,9 @@ static kiln_status infer_d2s(const struct kiln_node *n, const struct kiln_value 
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected mode DCR or CRD, got '%s'", mode);
     const int64_t *d = in[0]->dims;
     if (d[1] % (b * b) != 0)
-        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "channels %lld not divisible by blocksize^2 %lld",
-                            (long long)d[1], (long long)(b * b));
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "channels %lld not divisible by blocksize^2 %lld", (long long)d[1],
+                            (long long)(b * b));
     int64_t dims[4] = {d[0], d[1] / (b * b), 0, 0};
     if (kiln_mul_overflow_i64(d[2], b, &dims[2]) || kiln_mul_overflow_i64(d[3], b, &dims[3]))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "output size overflows");
@@ -1068,14 +1094,14 @@ static kiln_status exec_d2s(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 }
 
 static kiln_status infer_s2d(const struct kiln_node *n, const struct kiln_value *const *in,
-                             int n_in, struct kiln_value *const *out, int n_out,
-                             kiln_error *err) {
+                             int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
     int64_t b;
     kiln_status st = d2s_check(n, in, n_in, &b, err);
     if (st != KILN_OK) return st;
     const int64_t *d = in[0]->dims;
     if (d[2] % b != 0 || d[3] % b != 0)
-        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "spatial dims %lldx%lld not divisible by blocksize %lld",
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "spatial dims %lldx%lld not divisible by blocksize %lld",
                             (long long)d[2], (long long)d[3], (long long)b);
     int64_t dims[4] = {d[0], 0, d[2] / b, d[3] / b};
     if (kiln_mul_overflow_i64(d[1], b * b, &dims[1]))
@@ -1104,7 +1130,7 @@ static kiln_status exec_s2d(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 static kiln_status infer_trilu(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 2, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -1151,12 +1177,13 @@ static kiln_status exec_trilu(const struct kiln_node *n, struct kiln_exec_ctx *c
 static kiln_status infer_dropout(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, n->opset >= 12 ? 3 : 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, n->opset >= 12 ? 3 : 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     /* Dropout-1/6 run in training mode only when is_test is present and 0 */
-    bool training = n->opset < 7 && kiln_attr_find(n, "is_test") && kiln_attr_int(n, "is_test", 0) == 0;
+    bool training =
+        n->opset < 7 && kiln_attr_find(n, "is_test") && kiln_attr_int(n, "is_test", 0) == 0;
     double ratio = kiln_attr_float(n, "ratio", 0.5f);
     if (n->opset >= 12) {
         if (n_in > 2 && in[2]) {
@@ -1210,7 +1237,7 @@ static void shape_range(const struct kiln_node *n, int32_t r, int64_t *start, in
 static kiln_status infer_shape(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     if (st != KILN_OK) return st;
     int64_t s, e;
     shape_range(n, in[0]->rank, &s, &e);
@@ -1229,9 +1256,8 @@ static kiln_status exec_shape(const struct kiln_node *n, struct kiln_exec_ctx *c
 }
 
 static kiln_status infer_size(const struct kiln_node *n, const struct kiln_value *const *in,
-                              int n_in, struct kiln_value *const *out, int n_out,
-                              kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+                              int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     if (st != KILN_OK) return st;
     kiln_value_set_shape(out[0], KILN_DTYPE_INT64, 0, NULL);
     return KILN_OK;
@@ -1261,11 +1287,10 @@ static kiln_status cos_value(const struct kiln_node *n, const struct kiln_value 
 }
 
 static kiln_status infer_cos(const struct kiln_node *n, const struct kiln_value *const *in,
-                             int n_in, struct kiln_value *const *out, int n_out,
-                             kiln_error *err) {
+                             int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
     const struct kiln_value *v;
     int64_t dims[MAXR], cnt;
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     if (st == KILN_OK) st = cos_value(n, &v, err);
     if (st != KILN_OK) return st;
     if (!in[0]->data) return KILN_DYNAMIC;
@@ -1288,7 +1313,7 @@ static kiln_status exec_cos(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 static kiln_status infer_eyelike(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
+    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
     if (st != KILN_OK) return st;
     if (in[0]->rank != 2)
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected a rank-2 input, got rank %d",
@@ -1333,8 +1358,10 @@ static kiln_status range_count(const struct kiln_node *n, const struct kiln_valu
         if (__builtin_sub_overflow(l, s, &diff))
             return kiln_op_fail(err, KILN_ERR_SHAPE, n, "range overflows");
         if ((diff > 0) != (d > 0) || diff == 0) *count = 0;
-        else *count = (int64_t)(((diff > 0 ? (uint64_t)diff : (uint64_t)0 - (uint64_t)diff) - 1) /
-                                (d > 0 ? (uint64_t)d : (uint64_t)0 - (uint64_t)d)) + 1;
+        else
+            *count = (int64_t)(((diff > 0 ? (uint64_t)diff : (uint64_t)0 - (uint64_t)diff) - 1) /
+                               (d > 0 ? (uint64_t)d : (uint64_t)0 - (uint64_t)d)) +
+                     1;
         return KILN_OK;
     }
     double s = kiln_value_get_f64(in[0], 0), l = kiln_value_get_f64(in[1], 0),
@@ -1350,7 +1377,7 @@ static kiln_status range_count(const struct kiln_node *n, const struct kiln_valu
 static kiln_status infer_range(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
+    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
     if (st != KILN_OK) return st;
     if (!range_dtype_ok(in[0]->dtype))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "dtype %s is not supported",
@@ -1425,7 +1452,7 @@ static kiln_status infer_constant(const struct kiln_node *n, const struct kiln_v
                                   int n_in, struct kiln_value *const *out, int n_out,
                                   kiln_error *err) {
     struct kiln_value v;
-    kiln_status st = kiln_op_check_arity(n, n_in, 0, 0, err);
+    kiln_status st = check_inputs(n, in, n_in, 0, 0, err);
     if (st == KILN_OK) st = constant_value(n, &v, err);
     if (st != KILN_OK) return st;
     return set_out(n, out[0], v.dtype, v.rank, v.dims, err);
@@ -1460,7 +1487,7 @@ const struct kiln_op_def kiln_ops_shape[] = {
     {"DepthToSpace", "", 1, 0, infer_d2s, exec_d2s},
     {"SpaceToDepth", "", 1, 0, infer_s2d, exec_s2d},
     {"Trilu", "", 14, 0, infer_trilu, exec_trilu},
-    {"Dropout", "", 1, 0, infer_dropout, exec_dropout},
+    {"Dropout", "", 1, KILN_OP_VIEW, infer_dropout, exec_dropout},
     {"Shape", "", 1, 0, infer_shape, exec_shape},
     {"Size", "", 1, 0, infer_size, exec_size},
     {"ConstantOfShape", "", 9, 0, infer_cos, exec_cos},

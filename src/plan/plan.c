@@ -16,10 +16,27 @@ void *kiln_aligned_alloc(size_t bytes) {
     return p;
 }
 
+int32_t kiln_graph_max_io(const struct kiln_graph *g) {
+    int32_t m = 1;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].n_inputs > m) m = g->nodes[i].n_inputs;
+        if (g->nodes[i].n_outputs > m) m = g->nodes[i].n_outputs;
+    }
+    return m;
+}
+
 void kiln_plan_free(struct kiln_plan *p) {
     if (!p) return;
-    for (int32_t i = 0; i < p->n_steps; i++)
+    free(p->io_in);
+    free(p->io_out);
+    for (int32_t i = 0; i < p->n_steps; i++) {
         if (p->steps[i].kernel.release) p->steps[i].kernel.release(p->steps[i].kernel.state);
+        if (p->steps[i].cl_tmp) {
+            int32_t n = p->max_io * 2;
+            for (int32_t j = 0; j < n; j++) free(p->steps[i].cl_tmp[j]);
+            free(p->steps[i].cl_tmp);
+        }
+    }
     if (p->vals)
         for (int32_t i = 0; i < p->n_values; i++)
             if (p->kind[i] == KILN_VK_FOLDED) free(p->vals[i].data);
@@ -123,17 +140,169 @@ done:
     return s;
 }
 
+/* ---- layouts ----------------------------------------------------------------
+ * Channels-last is chosen for float32 activations produced by convolutions,
+ * pools and the elementwise ops between them, when every reader of the value
+ * can take it: oneDNN then keeps one layout from op to op instead of
+ * reordering around each. Everything else, graph outputs included, is plain. */
+
+static bool is_cl_op(const struct kiln_node *n) {
+    static const char *const ops[] = {"Conv", "ConvTranspose", "MaxPool", "AveragePool",
+                                      "GlobalAveragePool"};
+    if (*n->domain) return false;
+    for (size_t i = 0; i < KILN_ARRAY_LEN(ops); i++)
+        if (!strcmp(n->op_type, ops[i])) return true;
+    return false;
+}
+
+static bool is_eltwise_name(const struct kiln_node *n) {
+    static const char *const ops[] = {
+        "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
+        "LeakyRelu", "Tanh", "Elu", "Selu", "Softplus", "Neg", "Abs", "Exp", "Log", "Sqrt",
+        "Erf", "Gelu", "Mish", "Swish", "Max", "Min", "Sum", "Pow", "Reciprocal", "Identity"};
+    if (*n->domain) return false;
+    for (size_t i = 0; i < KILN_ARRAY_LEN(ops); i++)
+        if (!strcmp(n->op_type, ops[i])) return true;
+    return false;
+}
+
+/* Elementwise over operands of one shape (scalars aside): any layout works. */
+static bool eltwise_agnostic(const struct kiln_plan *p, const struct kiln_node *n) {
+    if (!is_eltwise_name(n) || n->n_outputs != 1 || n->outputs[0] < 0) return false;
+    const struct kiln_value *o = &p->vals[n->outputs[0]];
+    for (int32_t j = 0; j < n->n_inputs; j++) {
+        if (n->inputs[j] < 0) continue;
+        const struct kiln_value *v = &p->vals[n->inputs[j]];
+        if (kiln_value_numel(v) == 1) continue;
+        if (v->rank != o->rank || v->dtype != o->dtype) return false;
+        for (int32_t r = 0; r < v->rank; r++)
+            if (v->dims[r] != o->dims[r]) return false;
+    }
+    return true;
+}
+
+static void demote(uint8_t *L, int32_t v, bool *changed) {
+    if (v >= 0 && L[v]) {
+        L[v] = 0;
+        *changed = true;
+    }
+}
+
+static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g) {
+    uint8_t *L = calloc((size_t)(p->n_values ? p->n_values : 1), 1);
+    if (!L) return; /* plain everywhere is always correct */
+    for (int32_t si = 0; si < p->n_steps; si++) {
+        const struct kiln_node *n = &g->nodes[p->steps[si].node];
+        if (n->n_outputs < 1 || n->outputs[0] < 0) continue;
+        const struct kiln_value *o = &p->vals[n->outputs[0]];
+        if (o->dtype == KILN_DTYPE_FLOAT && o->rank >= 3 && o->rank <= 5 &&
+            (is_cl_op(n) || eltwise_agnostic(p, n)))
+            L[n->outputs[0]] = 1;
+    }
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        for (int32_t si = 0; si < p->n_steps; si++) {
+            const struct kiln_node *n = &g->nodes[p->steps[si].node];
+            if (is_cl_op(n)) {
+                for (int32_t j = 1; j < n->n_inputs; j++) demote(L, n->inputs[j], &changed);
+                for (int32_t j = 1; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
+            } else if (eltwise_agnostic(p, n)) {
+                bool all = L[n->outputs[0]];
+                for (int32_t j = 0; j < n->n_inputs; j++)
+                    if (n->inputs[j] >= 0 && kiln_value_numel(&p->vals[n->inputs[j]]) != 1 &&
+                        !L[n->inputs[j]])
+                        all = false;
+                if (!all) {
+                    demote(L, n->outputs[0], &changed);
+                    for (int32_t j = 0; j < n->n_inputs; j++) demote(L, n->inputs[j], &changed);
+                }
+            } else {
+                for (int32_t j = 0; j < n->n_inputs; j++) demote(L, n->inputs[j], &changed);
+                for (int32_t j = 0; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
+            }
+        }
+        for (int32_t j = 0; j < g->n_outputs; j++) demote(L, g->outputs[j], &changed);
+        /* an alias shares its root's bytes, so it shares its layout */
+        for (int32_t v = 0; v < p->n_values; v++)
+            if (p->kind[v] == KILN_VK_ALIAS && L[v] != L[p->alias[v]]) {
+                demote(L, v, &changed);
+                demote(L, p->alias[v], &changed);
+            }
+    }
+    for (int32_t v = 0; v < p->n_values; v++)
+        p->vals[v].layout = L[v] ? KILN_LAYOUT_CHANNELS_LAST : KILN_LAYOUT_PLAIN;
+    free(L);
+}
+
+static void cl_split(const struct kiln_value *v, int64_t *N, int64_t *C, int64_t *S) {
+    *N = v->dims[0];
+    *C = v->dims[1];
+    *S = 1;
+    for (int32_t r = 2; r < v->rank; r++) *S *= v->dims[r];
+}
+
+void kiln_layout_to_plain(const struct kiln_value *v, const float *src, float *dst) {
+    int64_t N, C, S;
+    cl_split(v, &N, &C, &S);
+#pragma omp parallel for collapse(2) if (N * C * S > (1 << 16))
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t s = 0; s < S; s++) dst[(n * C + c) * S + s] = src[(n * S + s) * C + c];
+}
+
+void kiln_layout_to_channels_last(const struct kiln_value *v, const float *src, float *dst) {
+    int64_t N, C, S;
+    cl_split(v, &N, &C, &S);
+#pragma omp parallel for collapse(2) if (N * C * S > (1 << 16))
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t s = 0; s < S; s++)
+            for (int64_t c = 0; c < C; c++) dst[(n * S + s) * C + c] = src[(n * C + c) * S + s];
+}
+
+/* Steps whose kernel is the plain reference get plain scratch copies. */
+static kiln_status plan_conversions(struct kiln_plan *p, const struct kiln_graph *g,
+                                    const struct kiln_plan_options *o, kiln_error *err) {
+    for (int32_t si = 0; si < p->n_steps; si++) {
+        struct kiln_step *st = &p->steps[si];
+        const struct kiln_node *n = &g->nodes[st->node];
+        if ((st->kernel.run && !st->kernel_plain) || eltwise_agnostic(p, n)) continue;
+        bool any = false;
+        for (int32_t j = 0; j < n->n_inputs; j++)
+            if (n->inputs[j] >= 0 && p->vals[n->inputs[j]].layout) any = true;
+        for (int32_t j = 0; j < n->n_outputs; j++)
+            if (n->outputs[j] >= 0 && p->vals[n->outputs[j]].layout) any = true;
+        if (!any) continue;
+        st->convert = true;
+        st->cl_tmp = calloc((size_t)p->max_io * 2, sizeof *st->cl_tmp);
+        if (!st->cl_tmp) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: planning", o->label);
+        for (int32_t j = 0; j < n->n_inputs + n->n_outputs; j++) {
+            int32_t v = j < n->n_inputs ? n->inputs[j] : n->outputs[j - n->n_inputs];
+            if (v < 0 || !p->vals[v].layout) continue;
+            st->cl_tmp[j] = kiln_aligned_alloc(p->vals[v].nbytes);
+            if (!st->cl_tmp[j]) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: planning", o->label);
+        }
+    }
+    return KILN_OK;
+}
+
 /* Builds fast kernels for the concrete shapes. Only constant inputs carry
  * data here; everything else is bound at run time. */
 static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g,
                                  const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
                                  kiln_error *err) {
+    struct kiln_value *inv = calloc((size_t)p->max_io, sizeof *inv);
+    struct kiln_value *outvv = calloc((size_t)p->max_io, sizeof *outvv);
+    const struct kiln_value **in = p->io_in;
+    struct kiln_value **outv = p->io_out;
+    kiln_status s = KILN_OK;
+    if (!inv || !outvv) {
+        s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: planning", o->label);
+        goto done;
+    }
     for (int32_t si = 0; si < p->n_steps; si++) {
         const struct kiln_node *n = &g->nodes[p->steps[si].node];
         if (!n->op->prepare) continue;
-        struct kiln_value inv[64], outvv[64];
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];
             in[j] = NULL;
@@ -149,14 +318,29 @@ static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g
             outvv[j].data = NULL;
             outv[j] = &outvv[j];
         }
-        kiln_status s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs,
-                                       &p->steps[si].kernel, err);
+        s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs, &p->steps[si].kernel, err);
+        bool any_cl = false;
+        for (int32_t j = 0; j < n->n_inputs; j++) any_cl |= in[j] && in[j]->layout;
+        for (int32_t j = 0; j < n->n_outputs; j++) any_cl |= outv[j] && outv[j]->layout;
+        if (!s && !p->steps[si].kernel.run && any_cl) {
+            /* no channels-last kernel for this problem: a plain one plus reorders
+             * beats the reference kernel */
+            for (int32_t j = 0; j < n->n_inputs; j++)
+                if (in[j]) inv[j].layout = KILN_LAYOUT_PLAIN;
+            for (int32_t j = 0; j < n->n_outputs; j++)
+                if (outv[j]) outvv[j].layout = KILN_LAYOUT_PLAIN;
+            s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs, &p->steps[si].kernel, err);
+            p->steps[si].kernel_plain = p->steps[si].kernel.run != NULL;
+        }
         if (s) {
             if (err && !strstr(err->msg, o->label)) kiln_fail_prefix(err, s, "%s", o->label);
-            return s;
+            goto done;
         }
     }
-    return KILN_OK;
+done:
+    free(inv);
+    free(outvv);
+    return s;
 }
 
 static void shape_key_append(char **key, size_t *len, size_t *cap, const struct kiln_value *v) {
@@ -190,8 +374,12 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
     p->offset = calloc((size_t)(nv ? nv : 1), sizeof *p->offset);
     p->steps = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->steps);
     int32_t *remaining = calloc((size_t)(nv ? nv : 1), sizeof *remaining);
+    p->max_io = kiln_graph_max_io(g);
+    p->io_in = calloc((size_t)p->max_io, sizeof *p->io_in);
+    p->io_out = calloc((size_t)p->max_io, sizeof *p->io_out);
     size_t klen = 0, kcap = 0;
-    if (!p->vals || !p->kind || !p->alias || !p->offset || !p->steps || !remaining) {
+    if (!p->vals || !p->kind || !p->alias || !p->offset || !p->steps || !remaining || !p->io_in ||
+        !p->io_out) {
         s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
         goto fail;
     }
@@ -224,13 +412,8 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
             p->dynamic = true;
             break;
         }
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
-        if (n->n_inputs > 64 || n->n_outputs > 64) {
-            s = kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: node '%s' has over 64 inputs or outputs",
-                          o->label, n->name);
-            goto fail;
-        }
+        const struct kiln_value **in = p->io_in;
+        struct kiln_value **outv = p->io_out;
         bool all_known = true;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];
@@ -321,7 +504,9 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
         s = layout_arena(p, g, o, err);
         if (s) goto fail;
         if (o->prepare) {
+            assign_layouts(p, g);
             s = prepare_steps(p, g, o, ctx, err);
+            if (!s) s = plan_conversions(p, g, o, err);
             if (s) goto fail;
         }
     } else {

@@ -30,6 +30,14 @@ enum kiln_value_kind {
 struct kiln_step {
     int32_t node;
     struct kiln_kernel kernel;   /* run == NULL: the op's reference exec */
+    /* A step whose kernel cannot read channels-last operands runs on plain
+     * copies: cl_tmp[j] (inputs first, then outputs) is the plain buffer for
+     * operand j, or NULL when that operand is already plain. */
+    bool    convert;
+    bool    kernel_plain;        /* the fast kernel was built for plain operands */
+    double  prof_ms;             /* accumulated time when the session profiles */
+    int64_t prof_calls;
+    void  **cl_tmp;
 };
 
 struct kiln_plan {
@@ -44,7 +52,17 @@ struct kiln_plan {
     struct kiln_step *steps;
     size_t   arena_bytes;
     double   flops;
+    int32_t  max_io;             /* widest node's input or output count */
+    const struct kiln_value **io_in;   /* scratch argument arrays of max_io entries, */
+    struct kiln_value **io_out;        /* so running a plan allocates nothing */
 };
+
+/* Copies between plain (N, C, spatial) and channels-last (N, spatial, C) float32. */
+void kiln_layout_to_plain(const struct kiln_value *v, const float *src, float *dst);
+void kiln_layout_to_channels_last(const struct kiln_value *v, const float *src, float *dst);
+
+/* Widest input or output list of any node in g (at least 1). */
+int32_t kiln_graph_max_io(const struct kiln_graph *g);
 
 struct kiln_plan_options {
     int32_t  prepare;            /* 1: build fast kernels (prepare) */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KILN_PLAN_CACHE 8
@@ -44,6 +45,8 @@ struct frame {
     int32_t *uses;
     struct frame *parent;
     struct kiln_exec_ctx *ctx;
+    const struct kiln_value **io_in;   /* argument arrays sized for the widest node */
+    struct kiln_value **io_out;
 };
 
 int32_t kiln_cpu_count(void) {
@@ -129,6 +132,19 @@ void kiln_session_free(kiln_session *s) {
 }
 
 uint64_t kiln_session_arena_bytes(const kiln_session *s) { return s ? s->arena_bytes : 0; }
+
+int32_t kiln_session_profile(const kiln_session *s, kiln_profile_entry *entries, int32_t max) {
+    if (!s || !s->n_plans) return 0;
+    const struct kiln_plan *p = s->plans[0];
+    const struct kiln_graph *g = s->model->onnx.graph;
+    for (int32_t i = 0; i < p->n_steps && i < max && entries; i++) {
+        const struct kiln_step *st = &p->steps[i];
+        const struct kiln_node *n = &g->nodes[st->node];
+        entries[i] = (kiln_profile_entry){n->name, n->op_type, st->kernel.impl ? st->kernel.impl : "ref",
+                                          st->prof_ms, st->prof_calls};
+    }
+    return p->n_steps;
+}
 
 /* ---- input checking ---------------------------------------------------- */
 
@@ -245,10 +261,8 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
             return kiln_fail(err, KILN_ERR_UNSUPPORTED,
                              "%s: node '%s': op %s (opset %lld) is not implemented",
                              ctx->model_label, n->name, n->op_type, (long long)n->opset);
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
-        if (n->n_inputs > 64 || n->n_outputs > 64)
-            return kiln_fail(err, KILN_ERR_UNSUPPORTED, "node '%s' has over 64 inputs or outputs", n->name);
+        const struct kiln_value **in = f->io_in;
+        struct kiln_value **outv = f->io_out;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             in[j] = n->inputs[j] >= 0 ? frame_lookup(f, n->inputs[j]) : NULL;
             if (in[j] && !in[j]->data && in[j]->nbytes)
@@ -330,6 +344,8 @@ static void frame_free(struct frame *f) {
     free(f->vals);
     free(f->owned);
     free(f->uses);
+    free(f->io_in);
+    free(f->io_out);
 }
 
 static kiln_status frame_init(struct frame *f, const struct kiln_graph *g, struct frame *parent,
@@ -342,7 +358,10 @@ static kiln_status frame_init(struct frame *f, const struct kiln_graph *g, struc
     f->vals = calloc(n, sizeof *f->vals);
     f->owned = calloc(n, 1);
     f->uses = calloc(n, sizeof *f->uses);
-    if (!f->vals || !f->owned || !f->uses) {
+    int32_t max_io = kiln_graph_max_io(g);
+    f->io_in = calloc((size_t)max_io, sizeof *f->io_in);
+    f->io_out = calloc((size_t)max_io, sizeof *f->io_out);
+    if (!f->vals || !f->owned || !f->uses || !f->io_in || !f->io_out) {
         frame_free(f);
         return kiln_fail(err, KILN_ERR_NO_MEMORY, "frame");
     }
@@ -401,21 +420,70 @@ static void bind_plan(struct kiln_plan *p, const struct kiln_graph *g, uint8_t *
         }
 }
 
+/* Runs a reference kernel that only knows plain layouts on plain copies of
+ * its channels-last operands (see plan_conversions). */
+static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
+                                 const struct kiln_step *st, const struct kiln_node *n,
+                                 struct kiln_exec_ctx *ctx, kiln_error *err) {
+    int32_t ni = n->n_inputs, no = n->n_outputs;
+    struct kiln_value *local = calloc((size_t)(ni + no + 1), sizeof *local);
+    if (!local) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: node '%s'", s->model->label, n->name);
+    const struct kiln_value **in = p->io_in;
+    struct kiln_value **outv = p->io_out;
+    for (int32_t j = 0; j < ni + no; j++) {
+        int32_t v = j < ni ? n->inputs[j] : n->outputs[j - ni];
+        if (v < 0) continue;
+        local[j] = p->vals[v];
+        if (st->cl_tmp[j]) {
+            local[j].data = st->cl_tmp[j];
+            local[j].layout = KILN_LAYOUT_PLAIN;
+            if (j < ni) kiln_layout_to_plain(&p->vals[v], p->vals[v].data, st->cl_tmp[j]);
+        }
+        if (j < ni) in[j] = &local[j];
+        else outv[j - ni] = &local[j];
+    }
+    kiln_status rs = st->kernel.run ? st->kernel.run(n, ctx, st->kernel.state, in, ni, outv, no, err)
+                                    : n->op->exec(n, ctx, in, ni, outv, no, err);
+    if (!rs && n->act.kind && !(st->kernel.run && st->kernel.fused_activation))
+        rs = kiln_activation_apply(n, outv[0], err);
+    for (int32_t j = ni; !rs && j < ni + no; j++) {
+        int32_t v = n->outputs[j - ni];
+        if (v >= 0 && st->cl_tmp[j])
+            kiln_layout_to_channels_last(&p->vals[v], st->cl_tmp[j], p->vals[v].data);
+    }
+    free(local);
+    if (rs && err && !strstr(err->msg, n->name))
+        kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);
+    return rs;
+}
+
 static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct kiln_exec_ctx *ctx,
                             kiln_error *err) {
     const struct kiln_graph *g = s->model->onnx.graph;
+    bool prof = s->opts.profile;
+    struct timespec t0, t1;
     for (int32_t si = 0; si < p->n_steps; si++) {
-        const struct kiln_step *st = &p->steps[si];
+        struct kiln_step *st = &p->steps[si];
         const struct kiln_node *n = &g->nodes[st->node];
-        const struct kiln_value *in[64];
-        struct kiln_value *outv[64];
+        if (prof) clock_gettime(CLOCK_MONOTONIC, &t0);
+        const struct kiln_value **in = p->io_in;
+        struct kiln_value **outv = p->io_out;
         for (int32_t j = 0; j < n->n_inputs; j++) in[j] = n->inputs[j] >= 0 ? &p->vals[n->inputs[j]] : NULL;
         for (int32_t j = 0; j < n->n_outputs; j++) outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;
-        kiln_status rs = st->kernel.run
-                             ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
-                             : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
-        if (!rs && n->act.kind && !st->kernel.fused_activation)
-            rs = kiln_activation_apply(n, outv[0], err);
+        kiln_status rs;
+        if (st->convert) {
+            rs = run_converted(s, p, st, n, ctx, err);
+        } else {
+            rs = st->kernel.run ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
+                                : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
+            if (!rs && n->act.kind && !st->kernel.fused_activation)
+                rs = kiln_activation_apply(n, outv[0], err);
+        }
+        if (prof) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            st->prof_ms += (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+            st->prof_calls++;
+        }
         if (rs) {
             if (err && !strstr(err->msg, n->name))
                 kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);
