@@ -12,6 +12,7 @@ PKGS=(
   protobuf-c-compiler libprotobuf-c-dev
   libpng-dev libjpeg-dev libjpeg62-turbo-dev
   libmicrohttpd-dev libjson-c-dev libcurl4-openssl-dev
+  libssl-dev                  # SHA-256 of source models in compiled plans (libcrypto)
   nodejs
 )
 
