@@ -6,6 +6,8 @@
 #   CTEST_ARGS="-L unit" bash scripts/test.sh                  a subset (see docs/testing.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# a fresh machine gets its packages first (quick no-op when they are there)
+[ "${SKIP_SETUP:-0}" = 1 ] || bash scripts/setup-debian.sh
 build=${BUILD_DIR:-build}
 cmake -S . -B "$build" -DKILN_WERROR=ON "$@"
 cmake --build "$build" -j2
