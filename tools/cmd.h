@@ -8,6 +8,7 @@ int kiln_cmd_run(int argc, char **argv);
 int kiln_cmd_bench(int argc, char **argv);
 int kiln_cmd_test_onnx(int argc, char **argv);
 int kiln_cmd_compile(int argc, char **argv);
+int kiln_cmd_compare(int argc, char **argv);
 int kiln_cmd_serve(int argc, char **argv);
 int kiln_cmd_perf(int argc, char **argv);
 int kiln_cmd_top(int argc, char **argv);

@@ -1,8 +1,14 @@
 /* cmd_compile.c — `kiln compile MODEL.onnx -o MODEL.kiln`: runs the pass
- * pipeline with a report, and writes the compiled plan. */
+ * pipeline with a report, optionally lowers the precision (int8 with
+ * calibration, bf16; docs/precision.md), and writes the compiled plan. */
 #include "cmd.h"
+#include "input_sets.h"
 #include "kiln.h"
+#include "tensor_file.h"
+#include "backend/dnnl_qconv.h"
 #include "passes/passes.h"
+#include "passes/quantize.h"
+#include "plan/artifact.h"
 #include "runtime/model.h"
 
 #include <stdio.h>
@@ -11,8 +17,16 @@
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: kiln compile MODEL.onnx -o OUT.kiln [--batch 1,8,32] [--precision fp32]\n"
-            "                    [--report] [--dump-ir after=PASS|all]\n");
+            "usage: kiln compile MODEL.onnx -o OUT.kiln [--batch 1,8,32] [--report]\n"
+            "                    [--dump-ir after=PASS|all] [--precision fp32|int8|bf16]\n"
+            "  int8 (post-training static quantization) needs calibration inputs:\n"
+            "  --calibrate DIR       test_data_set_* folders, or .pb/.npy/image files (one set each)\n"
+            "  --calibrator minmax|percentile   activation ranges (default percentile)\n"
+            "  --percentile P        clip each side at this percentile (default 99.99)\n"
+            "  --max N               use at most N input sets\n"
+            "  --int8-ops conv|all   quantize convolutions only, or also Gemm/MatMul (default all)\n"
+            "  --mean R,G,B --std R,G,B --scale S   image normalization (as kiln run)\n"
+            "bf16 falls back to fp32 on CPUs without avx512bf16 / amx-bf16.\n");
 }
 
 static int parse_batches(const char *s, int32_t *out, int max) {
@@ -28,13 +42,129 @@ static int parse_batches(const char *s, int32_t *out, int max) {
     return n;
 }
 
+/* The CPU features that matter for the message: no baseline sse4.2/avx. */
+static void features_brief(char *buf, size_t n) {
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s", kiln_cpu_features_str());
+    buf[0] = '\0';
+    size_t off = 0;
+    for (char *save = NULL, *t = strtok_r(tmp, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        if (!strcmp(t, "sse4.2") || !strcmp(t, "avx")) continue;
+        off += (size_t)snprintf(buf + off, off < n ? n - off : 0, "%s%s", off ? " " : "", t);
+    }
+    if (!buf[0]) snprintf(buf, n, "%s", kiln_cpu_features_str());
+}
+
+static int parse_triplet(const char *s, double *out) {
+    double v[3];
+    int n = tf_parse_f64_list(s, v, 3);
+    if (n == 1) v[1] = v[2] = v[0];
+    if (n != 1 && n != 3) return -1;
+    memcpy(out, v, sizeof v);
+    return 0;
+}
+
+struct int8_opts {
+    const char *dir;
+    struct kiln_calib_options calib;
+    int32_t max_sets, matmuls;
+    struct image_norm norm;
+};
+
+/* Calibrates on the input sets in o->dir and rewrites m's graph to int8. */
+static int quantize_int8(struct kiln_model *m, const struct int8_opts *o) {
+    kiln_error err;
+    struct input_sets sets;
+    if (input_sets_load(m, o->dir, o->max_sets, &o->norm, &sets, &err)) {
+        fprintf(stderr, "kiln compile: calibration inputs: %s\n", err.msg);
+        return 1;
+    }
+    struct kiln_calib_range *ranges = NULL;
+    int rc = 0;
+    if (kiln_calibrate(m, (const kiln_tensor *const *)sets.sets, sets.n_sets, &o->calib, &ranges,
+                       &err)) {
+        fprintf(stderr, "kiln compile: calibration: %s\n", err.msg);
+        rc = 1;
+    } else {
+        struct kiln_quant_options qo = {.weight_max = kiln_cpu_has_int8_dot() ? 127 : 64,
+                                        .matmuls = o->matmuls};
+        struct kiln_quant_stats qs;
+        if (kiln_quantize_int8(m->onnx.graph, ranges, &qo, &qs, &err)) {
+            fprintf(stderr, "kiln compile: int8: %s\n", err.msg);
+            rc = 1;
+        } else {
+            char cal[64];
+            if (o->calib.method == KILN_CALIB_PERCENTILE)
+                snprintf(cal, sizeof cal, "percentile %g", o->calib.percentile);
+            else
+                snprintf(cal, sizeof cal, "minmax");
+            fprintf(stderr,
+                    "kiln compile: int8: %d Conv and %d Gemm/MatMul quantized (%d left in fp32), "
+                    "%d-bit weights, calibrated on %d input set%s from %s (%s)\n",
+                    qs.convs, qs.matmuls, qs.skipped, qo.weight_max == 127 ? 8 : 7, sets.n_sets,
+                    sets.n_sets == 1 ? "" : "s", o->dir, cal);
+            if (qs.convs + qs.matmuls == 0)
+                fprintf(stderr, "kiln compile: warning: nothing to quantize in this model\n");
+        }
+    }
+    free(ranges);
+    input_sets_free(&sets);
+    return rc;
+}
+
 int kiln_cmd_compile(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *dump = NULL, *precision = "fp32";
     int report = 0;
     int32_t batches[16];
     int n_batches = 0;
+    struct int8_opts q8 = {.calib = {.method = KILN_CALIB_PERCENTILE, .percentile = 99.99},
+                           .matmuls = 1,
+                           .norm = {.scale = 1.0 / 255.0, .std = {1, 1, 1}}};
     for (int i = 1; i < argc; i++) {
+        int64_t iv;
         if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--calibrate") && i + 1 < argc) q8.dir = argv[++i];
+        else if (!strcmp(argv[i], "--calibrator") && i + 1 < argc) {
+            const char *c = argv[++i];
+            if (!strcmp(c, "minmax")) q8.calib.method = KILN_CALIB_MINMAX;
+            else if (!strcmp(c, "percentile")) q8.calib.method = KILN_CALIB_PERCENTILE;
+            else {
+                fprintf(stderr, "kiln compile: bad --calibrator '%s' (minmax or percentile)\n", c);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--percentile") && i + 1 < argc) {
+            if (tf_parse_f64(argv[++i], &q8.calib.percentile) || !(q8.calib.percentile > 50.0) ||
+                q8.calib.percentile > 100.0) {
+                fprintf(stderr, "kiln compile: bad --percentile '%s' (want 50 < P <= 100)\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--max") && i + 1 < argc) {
+            if (tf_parse_i64(argv[++i], &iv) || iv < 1 || iv > 100000) {
+                fprintf(stderr, "kiln compile: bad --max '%s'\n", argv[i]);
+                return 2;
+            }
+            q8.max_sets = (int32_t)iv;
+        } else if (!strcmp(argv[i], "--int8-ops") && i + 1 < argc) {
+            const char *c = argv[++i];
+            if (!strcmp(c, "conv")) q8.matmuls = 0;
+            else if (!strcmp(c, "all")) q8.matmuls = 1;
+            else {
+                fprintf(stderr, "kiln compile: bad --int8-ops '%s' (conv or all)\n", c);
+                return 2;
+            }
+        } else if ((!strcmp(argv[i], "--mean") || !strcmp(argv[i], "--std")) && i + 1 < argc) {
+            bool mean = !strcmp(argv[i], "--mean");
+            double *dst = mean ? q8.norm.mean : q8.norm.std;
+            if (parse_triplet(argv[++i], dst) || (!mean && (!dst[0] || !dst[1] || !dst[2]))) {
+                fprintf(stderr, "kiln compile: bad %s '%s'\n", mean ? "--mean" : "--std", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
+            if (tf_parse_f64(argv[++i], &q8.norm.scale)) {
+                fprintf(stderr, "kiln compile: bad --scale '%s'\n", argv[i]);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--report")) report = 1;
         else if (!strcmp(argv[i], "--dump-ir") && i + 1 < argc) dump = argv[++i];
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
@@ -53,9 +183,21 @@ int kiln_cmd_compile(int argc, char **argv) {
         usage();
         return 2;
     }
-    if (strcmp(precision, "fp32")) {
-        fprintf(stderr, "kiln compile: --precision %s is not implemented yet (fp32 only)\n", precision);
+    if (strcmp(precision, "fp32") && strcmp(precision, "int8") && strcmp(precision, "bf16")) {
+        fprintf(stderr, "kiln compile: bad --precision '%s' (fp32, int8 or bf16)\n", precision);
         return 2;
+    }
+    if (!strcmp(precision, "int8") && !q8.dir) {
+        fprintf(stderr, "kiln compile: --precision int8 needs calibration inputs: --calibrate DIR\n");
+        return 2;
+    }
+    if (strcmp(precision, "int8") && q8.dir)
+        fprintf(stderr, "kiln compile: note: --calibrate is only used with --precision int8\n");
+    if (!strcmp(precision, "bf16") && !kiln_cpu_has_bf16()) {
+        char f[256];
+        features_brief(f, sizeof f);
+        fprintf(stderr, "kiln compile: warning: bf16 not supported on this CPU (%s): compiling fp32\n", f);
+        precision = "fp32";
     }
     const char *after = dump && !strncmp(dump, "after=", 6) ? dump + 6 : dump;
     kiln_load_options lo = kiln_load_options_default();
@@ -80,14 +222,35 @@ int kiln_cmd_compile(int argc, char **argv) {
         if (after && (!strcmp(after, p->name) || !strcmp(after, "all")))
             kiln_graph_dump(g, stdout);
     }
+    int rc = 0;
+    if (!strcmp(precision, "int8")) rc = quantize_int8(m, &q8);
+    else if (!strcmp(precision, "bf16")) {
+        struct kiln_quant_stats qs;
+        if (kiln_convert_bf16(g, &qs, &err)) {
+            fprintf(stderr, "kiln compile: bf16: %s\n", err.msg);
+            rc = 1;
+        } else {
+            fprintf(stderr, "kiln compile: bf16: %d Conv and %d Gemm/MatMul with bf16 weights\n",
+                    qs.convs, qs.matmuls);
+        }
+    }
+    if (rc) {
+        kiln_model_free(m);
+        return rc;
+    }
+    if (after && (!strcmp(after, "precision") || !strcmp(after, "all")) && strcmp(precision, "fp32"))
+        kiln_graph_dump(g, stdout);
     if (report) {
         kiln_model_stats ms;
         kiln_model_stats_get(m, &ms);
         printf("weights: %lld values, %lld bytes\n", (long long)ms.n_params, (long long)ms.param_bytes);
     }
-    int rc = 0;
     if (out) {
-        if (kiln_model_save_plan(m, out, n_batches ? batches : NULL, n_batches, &err)) {
+        /* as kiln_model_save_plan, with the precision recorded in the header */
+        struct kiln_artifact_info info = {.precision = precision,
+                                          .n_batch_sizes = n_batches,
+                                          .batch_sizes = n_batches ? batches : NULL};
+        if (kiln_artifact_write(g, m->from_plan ? NULL : m->label, &info, out, &err)) {
             fprintf(stderr, "kiln compile: %s\n", err.msg);
             rc = 1;
         } else {

@@ -15,6 +15,7 @@ static const struct {
     {"bench", kiln_cmd_bench, "MODEL [--batch 1,2,4]     offline latency and throughput"},
     {"test-onnx", kiln_cmd_test_onnx, "DIR...                   ONNX backend-test conformance"},
     {"compile", kiln_cmd_compile, "MODEL.onnx -o OUT.kiln    optimize and write a compiled plan"},
+    {"compare", kiln_cmd_compare, "A B --inputs DIR          how far B's outputs are from A's"},
     {"serve", kiln_cmd_serve, "--model-repository DIR   KServe v2 HTTP inference server"},
     {"perf", kiln_cmd_perf, "--url URL --model M       load generator: throughput, p50-p99"},
     {"top", kiln_cmd_top, "--url URL                 live view of a server's metrics"},

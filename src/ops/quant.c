@@ -6,8 +6,14 @@
  * per-tensor, per-axis (1-D along `axis`) or blocked (same rank as the data,
  * `block_size` consecutive elements along `axis` share one). Rounding is
  * round-half-to-even, then saturation to the output type's range.
+ *
+ * QLinearConv runs on oneDNN's int8 convolution when its weights are constant
+ * s8 with zero zero points (src/backend/dnnl_qconv.c). The family also holds
+ * the ops kiln's own compiler writes (domain "kiln"): QConv and QMatMul
+ * (int8 weights, float in and out) and Bf16Conv / Bf16MatMul (bf16 weights).
  */
 #include "ops/op.h"
+#include "backend/dnnl_qconv.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -703,6 +709,478 @@ static kiln_status qlinearconv_exec(const struct kiln_node *n, struct kiln_exec_
     return KILN_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* oneDNN int8 path for QLinearConv and the compiler's low-precision ops     */
+
+/* End padding for oneDNN, which wants out == (in + pb + pe - ek) / s + 1
+ * (floor division) with pe >= 0: the exact pad, or 0 when the last rows of
+ * the input are read by no window. */
+static bool conv_geom_dnnl(const struct conv_geom *g, struct kiln_dnnl_qconv_shape *sh) {
+    if (g->sp < 1 || g->sp > KILN_DNNL_MAX_SP) return false;
+    sh->nsp = g->sp;
+    sh->N = g->N;
+    sh->C = g->C;
+    sh->M = g->OC;
+    sh->G = g->G;
+    for (int32_t i = 0; i < g->sp; i++) {
+        int64_t ek = (g->k[i] - 1) * g->dil[i] + 1;
+        sh->in[i] = g->in[i];
+        sh->out[i] = g->out[i];
+        sh->k[i] = g->k[i];
+        sh->s[i] = g->stride[i];
+        sh->d[i] = g->dil[i];
+        sh->pb[i] = g->pad[i];
+        int64_t pe = (g->out[i] - 1) * g->stride[i] + ek - g->in[i] - g->pad[i];
+        sh->pe[i] = pe < 0 ? 0 : pe;
+        if (g->out[i] < 1 || (g->in[i] + g->pad[i] + sh->pe[i] - ek) / g->stride[i] + 1 != g->out[i])
+            return false;
+    }
+    return true;
+}
+
+/* Copies a constant's elements as float (scales); NULL when it has no data. */
+static float *const_floats(const struct kiln_value *v, int64_t *n) {
+    if (!v || !v->data) return NULL;
+    *n = kiln_value_numel(v);
+    float *f = malloc((size_t)(*n > 0 ? *n : 1) * sizeof *f);
+    if (!f) return NULL;
+    for (int64_t i = 0; i < *n; i++) f[i] = (float)kiln_value_get_f64(v, i);
+    return f;
+}
+
+static kiln_status qconv_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx, void *state,
+                                  const struct kiln_value *const *in, int n_in,
+                                  struct kiln_value *const *out, int n_out, kiln_error *err) {
+    if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    kiln_status st = kiln_dnnl_qconv_run(state, in[0]->data, out[0]->data, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    return KILN_OK;
+}
+
+static void set_kernel(struct kiln_kernel *k, struct kiln_dnnl_qconv *q, int32_t fused) {
+    k->run = qconv_fast_run;
+    k->state = q;
+    k->release = kiln_dnnl_qconv_free;
+    k->impl = kiln_dnnl_qconv_impl(q);
+    k->fused_activation = fused;
+}
+
+/* QLinearConv on oneDNN: constant s8 weights with zero zero points, constant
+ * scales, zero points and bias. Anything else keeps the reference kernel. */
+static kiln_status qlinearconv_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                       const struct kiln_value *const *in, int n_in,
+                                       struct kiln_value *const *out, int n_out,
+                                       struct kiln_kernel *k, kiln_error *err) {
+    struct conv_geom g;
+    kiln_status st = conv_geom_init(n, in[0], in[3], &g, err);
+    if (st) return st;
+    const struct kiln_value *bias = n_in > 8 ? in[8] : NULL;
+    if (in[3]->dtype != KILN_DTYPE_INT8 || !in[3]->data || !in[1]->data || !in[4]->data ||
+        !in[6]->data || (in[2] && !in[2]->data) || (in[7] && !in[7]->data) ||
+        (in[5] && !in[5]->data) || (bias && !bias->data) || kiln_value_numel(out[0]) == 0)
+        return KILN_OK;
+    if (in[5])
+        for (int64_t i = 0; i < kiln_value_numel(in[5]); i++)
+            if (kiln_value_get_int(in[5], i) != 0) return KILN_OK;   /* oneDNN: symmetric weights only */
+    struct kiln_dnnl_qconv_shape sh = {.kind = KILN_LOWP_INT8};
+    if (!conv_geom_dnnl(&g, &sh)) return KILN_OK;
+    int64_t nws = 0;
+    float *ws = const_floats(in[4], &nws);
+    float *b = bias ? malloc((size_t)g.OC * sizeof *b) : NULL;
+    if (!ws || (bias && !b)) {
+        free(ws);
+        free(b);
+        return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
+    }
+    for (int64_t i = 0; b && i < g.OC; i++) b[i] = (float)kiln_value_get_int(bias, i);
+    sh.src_dt = sh.q_dt = in[0]->dtype;
+    sh.x_scale = (float)kiln_value_get_f64(in[1], 0);
+    sh.x_zp = in[2] ? (int32_t)kiln_value_get_int(in[2], 0) : 0;
+    sh.dst_dt = out[0]->dtype;
+    sh.y_scale = (float)kiln_value_get_f64(in[6], 0);
+    sh.y_zp = in[7] ? (int32_t)kiln_value_get_int(in[7], 0) : 0;
+    sh.w_scales = ws;
+    sh.n_w_scales = nws;
+    sh.has_bias = b != NULL;
+    sh.src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    sh.dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    struct kiln_dnnl_qconv *q = NULL;
+    st = kiln_dnnl_qconv_create(&sh, in[3]->data, b, ctx ? ctx->wcache : NULL, &q, err);
+    free(ws);
+    free(b);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    if (q) set_kernel(k, q, 0);
+    return KILN_OK;
+}
+
+/* ---- kiln.QConv(X float, W int8, w_scale, B float?) ----------------------
+ * Written by the int8 compiler (src/passes/quantize.c): a Conv whose weights
+ * are int8 with one scale per output channel, whose float input is quantized
+ * on entry to u8 with the calibrated x_scale / x_zero_point, and whose output
+ * is float: y = x_scale * w_scale[m] * sum((xq - x_zp) * w) + B[m], then the
+ * node's fused activation. */
+
+static kiln_status qconv_check(const struct kiln_node *n, const struct kiln_value *const *in,
+                               int n_in, struct conv_geom *g, kiln_error *err) {
+    kiln_status st = arity(n, in, n_in, 3, 4, err);
+    if (st) return st;
+    if (in[0]->dtype != KILN_DTYPE_FLOAT || in[1]->dtype != KILN_DTYPE_INT8 ||
+        in[2]->dtype != KILN_DTYPE_FLOAT || (n_in > 3 && in[3] && in[3]->dtype != KILN_DTYPE_FLOAT))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected float X, int8 W, float scales and B");
+    if ((st = conv_geom_init(n, in[0], in[1], g, err))) return st;
+    int64_t ns = kiln_value_numel(in[2]);
+    if (ns != 1 && ns != g->OC)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "w_scale must have 1 or %lld values",
+                            (long long)g->OC);
+    if (n_in > 3 && in[3] && kiln_value_numel(in[3]) != g->OC)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "B must have %lld values", (long long)g->OC);
+    float xs = kiln_attr_float(n, "x_scale", 0.0f);
+    int64_t zp = kiln_attr_int(n, "x_zero_point", 0);
+    if (!(xs > 0.0f) || !isfinite(xs) || zp < 0 || zp > 255)
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                            "x_scale must be positive and x_zero_point in [0, 255]");
+    return KILN_OK;
+}
+
+static kiln_status qconv_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                               int n_in, struct kiln_value *const *out, int n_out,
+                               kiln_error *err) {
+    kiln_status st = need_out0(n, out, n_out, err);
+    if (st) return st;
+    struct conv_geom g;
+    if ((st = qconv_check(n, in, n_in, &g, err))) return st;
+    return conv_out_shape(n, &g, KILN_DTYPE_FLOAT, out[0], err);
+}
+
+/* x quantized to u8 the way QuantizeLinear does it */
+static void quantize_u8(const float *x, int64_t cnt, float scale, int32_t zp, uint8_t *q) {
+#pragma omp parallel for schedule(static) if (cnt > 65536)
+    for (int64_t i = 0; i < cnt; i++) {
+        float v = rintf(x[i] / scale) + (float)zp;
+        q[i] = !(v >= 0.0f) ? 0 : v > 255.0f ? 255 : (uint8_t)v;
+    }
+}
+
+static kiln_status qconv_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                              const struct kiln_value *const *in, int n_in,
+                              struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct conv_geom g;
+    kiln_status st = qconv_check(n, in, n_in, &g, err);
+    if (st) return st;
+    int64_t cnt = kiln_value_numel(out[0]), xn = kiln_value_numel(in[0]);
+    if (cnt == 0) return KILN_OK;
+    float xs = kiln_attr_float(n, "x_scale", 1.0f);
+    uint8_t zp = (uint8_t)kiln_attr_int(n, "x_zero_point", 0);
+    struct kiln_value xq = *in[0], xzp = {.dtype = KILN_DTYPE_UINT8, .data = &zp, .nbytes = 1};
+    xq.dtype = KILN_DTYPE_UINT8;
+    xq.data = malloc((size_t)(xn > 0 ? xn : 1));
+    int32_t *acc = malloc((size_t)cnt * sizeof *acc);
+    if (!xq.data || !acc) {
+        free(xq.data);
+        free(acc);
+        return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for conv scratch");
+    }
+    quantize_u8(in[0]->data, xn, xs, zp, xq.data);
+    st = conv_int_acc(n, &g, &xq, in[1], &xzp, NULL, acc, err);
+    if (!st) {
+        const float *ws = in[2]->data, *b = n_in > 3 && in[3] ? in[3]->data : NULL;
+        bool per = kiln_value_numel(in[2]) > 1;
+        float *y = out[0]->data;
+        for (int64_t t = 0; t < g.N * g.OC; t++) {
+            int64_t oc = t % g.OC;
+            float mult = xs * ws[per ? oc : 0], bv = b ? b[oc] : 0.0f;
+            for (int64_t p = 0; p < g.out_sz; p++)
+                y[t * g.out_sz + p] = (float)acc[t * g.out_sz + p] * mult + bv;
+        }
+    }
+    free(xq.data);
+    free(acc);
+    return st;
+}
+
+static kiln_status qconv_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                 const struct kiln_value *const *in, int n_in,
+                                 struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
+                                 kiln_error *err) {
+    struct conv_geom g;
+    kiln_status st = qconv_check(n, in, n_in, &g, err);
+    if (st) return st;
+    const struct kiln_value *bias = n_in > 3 ? in[3] : NULL;
+    if (!in[1]->data || !in[2]->data || (bias && !bias->data) || kiln_value_numel(out[0]) == 0)
+        return KILN_OK;
+    struct kiln_dnnl_qconv_shape sh = {.kind = KILN_LOWP_INT8};
+    if (!conv_geom_dnnl(&g, &sh)) return KILN_OK;
+    const float *ws = in[2]->data;
+    int64_t nws = kiln_value_numel(in[2]);
+    float xs = kiln_attr_float(n, "x_scale", 1.0f);
+    float *b = bias ? malloc((size_t)g.OC * sizeof *b) : NULL;
+    if (bias && !b) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
+    /* oneDNN adds the bias to the integer sum: express it in those units */
+    for (int64_t i = 0; b && i < g.OC; i++)
+        b[i] = ((const float *)bias->data)[i] / (xs * ws[nws > 1 ? i : 0]);
+    sh.src_dt = KILN_DTYPE_FLOAT;
+    sh.q_dt = KILN_DTYPE_UINT8;
+    sh.x_scale = xs;
+    sh.x_zp = (int32_t)kiln_attr_int(n, "x_zero_point", 0);
+    sh.dst_dt = KILN_DTYPE_FLOAT;
+    sh.w_scales = ws;
+    sh.n_w_scales = nws;
+    sh.has_bias = b != NULL;
+    sh.act = n->act.kind;
+    sh.act_alpha = n->act.alpha;
+    sh.act_beta = n->act.beta;
+    sh.src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    sh.dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    struct kiln_dnnl_qconv *q = NULL;
+    st = kiln_dnnl_qconv_create(&sh, in[1]->data, b, ctx ? ctx->wcache : NULL, &q, err);
+    free(b);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    if (q) set_kernel(k, q, n->act.kind != KILN_ACT_NONE);
+    return KILN_OK;
+}
+
+/* ---- kiln.Bf16Conv(X float, W bf16, B float?) ----------------------------
+ * Written by the bf16 compiler: a Conv with bf16 weights, computed in bf16
+ * with f32 accumulation by oneDNN where the CPU has bf16 instructions; the
+ * reference kernel computes in f32 from the bf16 weights. */
+
+static kiln_status bconv_check(const struct kiln_node *n, const struct kiln_value *const *in,
+                               int n_in, struct conv_geom *g, kiln_error *err) {
+    kiln_status st = arity(n, in, n_in, 2, 3, err);
+    if (st) return st;
+    if (in[0]->dtype != KILN_DTYPE_FLOAT || in[1]->dtype != KILN_DTYPE_BFLOAT16 ||
+        (n_in > 2 && in[2] && in[2]->dtype != KILN_DTYPE_FLOAT))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected float X, bfloat16 W and float B");
+    if ((st = conv_geom_init(n, in[0], in[1], g, err))) return st;
+    if (n_in > 2 && in[2] && kiln_value_numel(in[2]) != g->OC)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "B must have %lld values", (long long)g->OC);
+    return KILN_OK;
+}
+
+static kiln_status bconv_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                               int n_in, struct kiln_value *const *out, int n_out,
+                               kiln_error *err) {
+    kiln_status st = need_out0(n, out, n_out, err);
+    if (st) return st;
+    struct conv_geom g;
+    if ((st = bconv_check(n, in, n_in, &g, err))) return st;
+    return conv_out_shape(n, &g, KILN_DTYPE_FLOAT, out[0], err);
+}
+
+static kiln_status bconv_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                              const struct kiln_value *const *in, int n_in,
+                              struct kiln_value *const *out, int n_out, kiln_error *err) {
+    struct conv_geom g;
+    kiln_status st = bconv_check(n, in, n_in, &g, err);
+    if (st) return st;
+    if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    const float *x = in[0]->data, *b = n_in > 2 && in[2] ? in[2]->data : NULL;
+    const uint16_t *w = in[1]->data;
+    float *y = out[0]->data;
+    int64_t cg = g.C / g.G, ocg = g.OC / g.G, total = g.N * g.OC;
+#pragma omp parallel for schedule(static) if (total > 1)
+    for (int64_t t = 0; t < total; t++) {
+        int64_t bt = t / g.OC, oc = t % g.OC, grp = oc / ocg;
+        for (int64_t op = 0; op < g.out_sz; op++) {
+            int64_t oidx[KILN_MAX_RANK], r = op;
+            for (int32_t d = g.sp - 1; d >= 0; d--) {
+                oidx[d] = r % g.out[d];
+                r /= g.out[d];
+            }
+            float sum = b ? b[oc] : 0.0f;
+            for (int64_t kp = 0; kp < g.k_sz; kp++) {
+                int64_t kr = kp, ipos = 0, mul = 1, kidx[KILN_MAX_RANK];
+                bool inside = true;
+                for (int32_t d = g.sp - 1; d >= 0; d--) {
+                    kidx[d] = kr % g.k[d];
+                    kr /= g.k[d];
+                }
+                for (int32_t d = g.sp - 1; d >= 0 && inside; d--) {
+                    int64_t c = oidx[d] * g.stride[d] - g.pad[d] + kidx[d] * g.dil[d];
+                    inside = c >= 0 && c < g.in[d];
+                    ipos += c * mul;
+                    mul *= g.in[d];
+                }
+                if (!inside) continue;
+                for (int64_t ic = 0; ic < cg; ic++)
+                    sum += x[(bt * g.C + grp * cg + ic) * g.in_sz + ipos] *
+                           kiln_bf16_to_f32(w[(oc * cg + ic) * g.k_sz + kp]);
+            }
+            y[t * g.out_sz + op] = sum;
+        }
+    }
+    return KILN_OK;
+}
+
+static kiln_status bconv_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                 const struct kiln_value *const *in, int n_in,
+                                 struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
+                                 kiln_error *err) {
+    struct conv_geom g;
+    kiln_status st = bconv_check(n, in, n_in, &g, err);
+    if (st) return st;
+    const struct kiln_value *bias = n_in > 2 ? in[2] : NULL;
+    if (!in[1]->data || (bias && !bias->data) || kiln_value_numel(out[0]) == 0) return KILN_OK;
+    struct kiln_dnnl_qconv_shape sh = {.kind = KILN_LOWP_BF16};
+    if (!conv_geom_dnnl(&g, &sh)) return KILN_OK;
+    sh.has_bias = bias != NULL;
+    sh.act = n->act.kind;
+    sh.act_alpha = n->act.alpha;
+    sh.act_beta = n->act.beta;
+    sh.src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    sh.dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    struct kiln_dnnl_qconv *q = NULL;
+    st = kiln_dnnl_qconv_create(&sh, in[1]->data, bias ? bias->data : NULL,
+                                ctx ? ctx->wcache : NULL, &q, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    if (q) set_kernel(k, q, n->act.kind != KILN_ACT_NONE);
+    return KILN_OK;
+}
+
+/* ---- kiln.QMatMul(X float [..., K], W int8 [K, N], w_scale, B float [N]?) and
+ * kiln.Bf16MatMul(X float [..., K], W bf16 [K, N], B float [N]?) -----------
+ * Gemm/MatMul with constant weights, as the compilers write them:
+ * Y = act(X @ W + B), W int8 with per-column scales (X quantized to u8 with
+ * the calibrated x_scale / x_zero_point) or bf16. */
+
+static bool lmm_is_q(const struct kiln_node *n) { return n->op_type[0] == 'Q'; }
+
+static kiln_status lmm_check(const struct kiln_node *n, const struct kiln_value *const *in,
+                             int n_in, int64_t *M, int64_t *K, int64_t *N, kiln_error *err) {
+    bool q = lmm_is_q(n);
+    kiln_status st = arity(n, in, n_in, q ? 3 : 2, q ? 4 : 3, err);
+    if (st) return st;
+    const struct kiln_value *x = in[0], *w = in[1], *b = n_in > (q ? 3 : 2) ? in[q ? 3 : 2] : NULL;
+    if (x->dtype != KILN_DTYPE_FLOAT || w->dtype != (q ? KILN_DTYPE_INT8 : KILN_DTYPE_BFLOAT16) ||
+        (q && in[2]->dtype != KILN_DTYPE_FLOAT) || (b && b->dtype != KILN_DTYPE_FLOAT))
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected float X, %s W and float B",
+                            q ? "int8" : "bfloat16");
+    if (x->rank < 1 || w->rank != 2 || x->dims[x->rank - 1] != w->dims[0])
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected X [..., K] and W [K, N]");
+    *K = w->dims[0];
+    *N = w->dims[1];
+    *M = *K ? kiln_value_numel(x) / *K : 0;
+    if (q && kiln_value_numel(in[2]) != 1 && kiln_value_numel(in[2]) != *N)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "w_scale must have 1 or %lld values",
+                            (long long)*N);
+    if (b && kiln_value_numel(b) != *N)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "B must have %lld values", (long long)*N);
+    if (q) {
+        float xs = kiln_attr_float(n, "x_scale", 0.0f);
+        int64_t zp = kiln_attr_int(n, "x_zero_point", 0);
+        if (!(xs > 0.0f) || !isfinite(xs) || zp < 0 || zp > 255)
+            return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
+                                "x_scale must be positive and x_zero_point in [0, 255]");
+    }
+    return KILN_OK;
+}
+
+static kiln_status lmm_infer(const struct kiln_node *n, const struct kiln_value *const *in,
+                             int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
+    kiln_status st = need_out0(n, out, n_out, err);
+    if (st) return st;
+    int64_t M, K, N;
+    if ((st = lmm_check(n, in, n_in, &M, &K, &N, err))) return st;
+    int64_t dims[KILN_MAX_RANK];
+    for (int32_t i = 0; i < in[0]->rank; i++) dims[i] = in[0]->dims[i];
+    dims[in[0]->rank - 1] = N;
+    kiln_value_set_shape(out[0], KILN_DTYPE_FLOAT, in[0]->rank, dims);
+    return KILN_OK;
+}
+
+static kiln_status lmm_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                            const struct kiln_value *const *in, int n_in,
+                            struct kiln_value *const *out, int n_out, kiln_error *err) {
+    int64_t M, K, N;
+    kiln_status st = lmm_check(n, in, n_in, &M, &K, &N, err);
+    if (st) return st;
+    bool q = lmm_is_q(n);
+    const struct kiln_value *bv = n_in > (q ? 3 : 2) ? in[q ? 3 : 2] : NULL;
+    const float *x = in[0]->data, *b = bv ? bv->data : NULL;
+    float *y = out[0]->data;
+    float xs = kiln_attr_float(n, "x_scale", 1.0f);
+    int32_t zp = (int32_t)kiln_attr_int(n, "x_zero_point", 0);
+    const float *ws = q ? in[2]->data : NULL;
+    bool per = q && kiln_value_numel(in[2]) > 1;
+#pragma omp parallel for schedule(static) if (M * N * K > 32768)
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            float acc = 0.0f;
+            int32_t iacc = 0;
+            for (int64_t kk = 0; kk < K; kk++) {
+                if (q) {
+                    float v = rintf(x[i * K + kk] / xs) + (float)zp;
+                    int32_t xq = !(v >= 0.0f) ? 0 : v > 255.0f ? 255 : (int32_t)v;
+                    iacc += (xq - zp) * ((const int8_t *)in[1]->data)[kk * N + j];
+                } else {
+                    acc += x[i * K + kk] * kiln_bf16_to_f32(((const uint16_t *)in[1]->data)[kk * N + j]);
+                }
+            }
+            if (q) acc = (float)iacc * (xs * ws[per ? j : 0]);
+            y[i * N + j] = acc + (b ? b[j] : 0.0f);
+        }
+    }
+    return KILN_OK;
+}
+
+static kiln_status lmm_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx, void *state,
+                                const struct kiln_value *const *in, int n_in,
+                                struct kiln_value *const *out, int n_out, kiln_error *err) {
+    if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    kiln_status st = kiln_dnnl_qmatmul_run(state, in[0]->data, out[0]->data, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    return KILN_OK;
+}
+
+static kiln_status lmm_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                               const struct kiln_value *const *in, int n_in,
+                               struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
+                               kiln_error *err) {
+    int64_t M, K, N;
+    kiln_status st = lmm_check(n, in, n_in, &M, &K, &N, err);
+    if (st) return st;
+    bool q = lmm_is_q(n);
+    const struct kiln_value *bv = n_in > (q ? 3 : 2) ? in[q ? 3 : 2] : NULL;
+    if (!in[1]->data || (q && !in[2]->data) || (bv && !bv->data) || M == 0 || in[0]->layout)
+        return KILN_OK;
+    struct kiln_dnnl_qmatmul_shape sh = {.kind = q ? KILN_LOWP_INT8 : KILN_LOWP_BF16,
+                                         .M = M, .K = K, .N = N, .has_bias = bv != NULL,
+                                         .act = n->act.kind, .act_alpha = n->act.alpha,
+                                         .act_beta = n->act.beta};
+    float *b = NULL;
+    if (q) {
+        sh.x_scale = kiln_attr_float(n, "x_scale", 1.0f);
+        sh.x_zp = (int32_t)kiln_attr_int(n, "x_zero_point", 0);
+        sh.w_scales = in[2]->data;
+        sh.n_w_scales = kiln_value_numel(in[2]);
+        if (bv) {
+            if (!(b = malloc((size_t)N * sizeof *b)))
+                return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
+            for (int64_t j = 0; j < N; j++)
+                b[j] = ((const float *)bv->data)[j] /
+                       (sh.x_scale * sh.w_scales[sh.n_w_scales > 1 ? j : 0]);
+        }
+    }
+    struct kiln_dnnl_qmatmul *mm = NULL;
+    st = kiln_dnnl_qmatmul_create(&sh, in[1]->data, q ? b : bv ? bv->data : NULL,
+                                  ctx ? ctx->wcache : NULL, &mm, err);
+    free(b);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    if (!mm) return KILN_OK;
+    k->run = lmm_fast_run;
+    k->state = mm;
+    k->release = kiln_dnnl_qmatmul_free;
+    k->impl = kiln_dnnl_qmatmul_impl(mm);
+    k->fused_activation = n->act.kind != KILN_ACT_NONE;
+    return KILN_OK;
+}
+
+static double lmm_flops(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
+                        struct kiln_value *const *out, int n_out) {
+    if (n_in < 2 || in[1]->rank != 2) return 0;
+    return 2.0 * (double)kiln_value_numel(out[0]) * (double)in[1]->dims[0];
+}
+
 static double conv_int_flops(const struct kiln_node *n, const struct kiln_value *const *in,
                              int n_in, struct kiln_value *const *out, int n_out) {
     const struct kiln_value *w = strcmp(n->op_type, "QLinearConv") == 0 ? in[3] : in[1];
@@ -724,6 +1202,12 @@ const struct kiln_op_def kiln_ops_quant[] = {
     {"DynamicQuantizeLinear", NULL, 11, 0, dynq_infer, dynq_exec, NULL, NULL},
     {"QLinearMatMul", NULL, 10, 0, qlinearmatmul_infer, qlinearmatmul_exec, NULL, qmm_flops},
     {"ConvInteger", NULL, 10, 0, convinteger_infer, convinteger_exec, NULL, conv_int_flops},
-    {"QLinearConv", NULL, 10, 0, qlinearconv_infer, qlinearconv_exec, NULL, conv_int_flops},
+    {"QLinearConv", NULL, 10, 0, qlinearconv_infer, qlinearconv_exec, qlinearconv_prepare,
+     conv_int_flops},
+    /* written by kiln's compiler (--precision int8 / bf16), not by ONNX exporters */
+    {"QConv", "kiln", 1, 0, qconv_infer, qconv_exec, qconv_prepare, conv_int_flops},
+    {"QMatMul", "kiln", 1, 0, lmm_infer, lmm_exec, lmm_prepare, lmm_flops},
+    {"Bf16Conv", "kiln", 1, 0, bconv_infer, bconv_exec, bconv_prepare, conv_int_flops},
+    {"Bf16MatMul", "kiln", 1, 0, lmm_infer, lmm_exec, lmm_prepare, lmm_flops},
     {0},
 };

@@ -149,6 +149,9 @@ done:
 static bool is_cl_op(const struct kiln_node *n) {
     static const char *const ops[] = {"Conv", "ConvTranspose", "MaxPool", "AveragePool",
                                       "GlobalAveragePool"};
+    /* the low-precision convolutions kiln's compiler writes (ops/quant.c) */
+    if (!strcmp(n->domain, "kiln"))
+        return !strcmp(n->op_type, "QConv") || !strcmp(n->op_type, "Bf16Conv");
     if (*n->domain) return false;
     for (size_t i = 0; i < KILN_ARRAY_LEN(ops); i++)
         if (!strcmp(n->op_type, ops[i])) return true;

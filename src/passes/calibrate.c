@@ -1,0 +1,187 @@
+/* calibrate.c — activation ranges for int8 quantization (see quantize.h).
+ *
+ * The values to observe (input 0 of every quantization candidate) are made
+ * graph outputs for the duration of the runs, so an ordinary session returns
+ * them; the graph's own outputs are restored afterwards. Graph inputs are
+ * read straight from the input sets.
+ *
+ * minmax: the smallest and largest value seen over all sets.
+ * percentile: a second pass fills a histogram of HBINS bins over [min, max]
+ * per value; each side is clipped where the tail beyond it holds
+ * (100 - p)% of the elements.
+ */
+#include "passes/quantize.h"
+#include "base/status.h"
+#include "runtime/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HBINS 2048
+
+struct observed {
+    int32_t value;
+    int32_t input_index;     /* >= 0: a graph input, read from the set */
+    int32_t output_index;    /* else: position among the session's outputs */
+    double lo, hi;
+    uint64_t *hist;
+    uint64_t count;
+};
+
+static void observe_minmax(struct observed *o, const float *x, int64_t n) {
+    double lo = o->lo, hi = o->hi;
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i];
+        if (!isfinite(v)) continue;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+    }
+    o->lo = lo;
+    o->hi = hi;
+}
+
+static void observe_hist(struct observed *o, const float *x, int64_t n) {
+    double w = o->hi - o->lo;
+    if (!(w > 0)) return;
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i];
+        if (!isfinite(v)) continue;
+        int64_t b = (int64_t)((v - o->lo) / w * HBINS);
+        b = b < 0 ? 0 : b >= HBINS ? HBINS - 1 : b;
+        o->hist[b]++;
+        o->count++;
+    }
+}
+
+/* The clipped range: the tail beyond each end holds at most (100-p)% of elements. */
+static void percentile_range(const struct observed *o, double p, float *lo, float *hi) {
+    *lo = (float)o->lo;
+    *hi = (float)o->hi;
+    if (!o->count || !(o->hi > o->lo)) return;
+    double tail = (100.0 - p) / 100.0 * (double)o->count, w = (o->hi - o->lo) / HBINS;
+    uint64_t c = 0;
+    int32_t b;
+    for (b = 0; b < HBINS; b++) {
+        c += o->hist[b];
+        if ((double)c > tail) break;
+    }
+    *lo = (float)(o->lo + b * w);
+    c = 0;
+    for (b = HBINS - 1; b >= 0; b--) {
+        c += o->hist[b];
+        if ((double)c > tail) break;
+    }
+    *hi = (float)(o->lo + (b + 1) * w);
+}
+
+static const kiln_tensor *find_tensor(const kiln_tensor *outs, const struct observed *o,
+                                      const kiln_tensor *set) {
+    return o->input_index >= 0 ? &set[o->input_index] : &outs[o->output_index];
+}
+
+kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets, int32_t n_sets,
+                           const struct kiln_calib_options *opt, struct kiln_calib_range **ranges,
+                           kiln_error *err) {
+    if (!m || !sets || n_sets < 1 || !opt || !ranges)
+        return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_calibrate: bad arguments");
+    if (opt->method == KILN_CALIB_PERCENTILE && !(opt->percentile > 50.0 && opt->percentile <= 100.0))
+        return kiln_fail(err, KILN_ERR_INVALID_ARG, "calibration: percentile must be in (50, 100]");
+    *ranges = NULL;
+    struct kiln_graph *g = m->onnx.graph;
+    const int32_t n_in = g->n_inputs, n_out0 = g->n_outputs;
+    int32_t *saved_outputs = g->outputs;
+    struct observed *obs = calloc((size_t)g->n_nodes + 1, sizeof *obs);
+    int32_t *outs_ids = malloc(((size_t)n_out0 + (size_t)g->n_nodes + 1) * sizeof *outs_ids);
+    struct kiln_calib_range *r = malloc((size_t)(g->n_values ? g->n_values : 1) * sizeof *r);
+    kiln_tensor *outs = NULL;
+    kiln_session *s = NULL;
+    kiln_status st = KILN_OK;
+    if (!obs || !outs_ids || !r) {
+        st = kiln_fail(err, KILN_ERR_NO_MEMORY, "calibration: out of memory");
+        goto done;
+    }
+    for (int32_t v = 0; v < g->n_values; v++) r[v] = (struct kiln_calib_range){1.0f, 0.0f};
+
+    /* which values to observe, and where each comes from */
+    memcpy(outs_ids, saved_outputs, (size_t)n_out0 * sizeof *outs_ids);
+    int32_t n_obs = 0, n_outs = n_out0;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *n = &g->nodes[i];
+        if (!kiln_quant_candidate(g, n)) continue;
+        int32_t v = n->inputs[0];
+        bool seen = false;
+        for (int32_t k = 0; k < n_obs; k++) seen |= obs[k].value == v;
+        if (seen) continue;
+        struct observed *o = &obs[n_obs++];
+        o->value = v;
+        o->input_index = -1;
+        o->lo = INFINITY;
+        o->hi = -INFINITY;
+        for (int32_t k = 0; k < n_in; k++)
+            if (g->inputs[k] == v) o->input_index = k;
+        if (o->input_index >= 0) continue;
+        o->output_index = -1;
+        for (int32_t k = 0; k < n_outs; k++)
+            if (outs_ids[k] == v) o->output_index = k;
+        if (o->output_index < 0) {
+            o->output_index = n_outs;
+            outs_ids[n_outs++] = v;
+        }
+    }
+    outs = calloc((size_t)n_outs + 1, sizeof *outs);
+    if (!outs) {
+        st = kiln_fail(err, KILN_ERR_NO_MEMORY, "calibration: out of memory");
+        goto done;
+    }
+    g->outputs = outs_ids;
+    g->n_outputs = n_outs;
+    kiln_graph_recount(g);
+    kiln_session_options so = kiln_session_options_default();
+    so.n_threads = opt->n_threads;
+    if ((st = kiln_session_create(m, &so, &s, err))) goto done;
+
+    int passes = opt->method == KILN_CALIB_PERCENTILE ? 2 : 1;
+    for (int pass = 0; pass < passes; pass++) {
+        if (pass == 1)
+            for (int32_t k = 0; k < n_obs; k++)
+                if (!(obs[k].hist = calloc(HBINS, sizeof *obs[k].hist))) {
+                    st = kiln_fail(err, KILN_ERR_NO_MEMORY, "calibration: out of memory");
+                    goto done;
+                }
+        for (int32_t si = 0; si < n_sets; si++) {
+            if ((st = kiln_session_run(s, sets[si], n_in, outs, n_outs, err))) {
+                kiln_fail_prefix(err, st, "calibration input set %d", si);
+                goto done;
+            }
+            for (int32_t k = 0; k < n_obs; k++) {
+                const kiln_tensor *t = find_tensor(outs, &obs[k], sets[si]);
+                if (t->dtype != KILN_DTYPE_FLOAT || !t->data) continue;
+                int64_t cnt = 1;
+                for (int32_t d = 0; d < t->rank; d++) cnt *= t->dims[d];
+                if (pass == 0) observe_minmax(&obs[k], t->data, cnt);
+                else observe_hist(&obs[k], t->data, cnt);
+            }
+        }
+    }
+    for (int32_t k = 0; k < n_obs; k++) {
+        const struct observed *o = &obs[k];
+        if (!(o->lo <= o->hi)) continue;   /* never a float tensor */
+        struct kiln_calib_range x = {(float)o->lo, (float)o->hi};
+        if (passes == 2) percentile_range(o, opt->percentile, &x.lo, &x.hi);
+        r[o->value] = x;
+    }
+    *ranges = r;
+    r = NULL;
+done:
+    kiln_session_free(s);
+    g->outputs = saved_outputs;
+    g->n_outputs = n_out0;
+    kiln_graph_recount(g);
+    for (int32_t k = 0; obs && k < g->n_nodes; k++) free(obs[k].hist);
+    free(obs);
+    free(outs_ids);
+    free(outs);
+    free(r);
+    return st;
+}
