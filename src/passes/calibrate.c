@@ -83,6 +83,7 @@ static const kiln_tensor *find_tensor(const kiln_tensor *outs, const struct obse
 kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets, int32_t n_sets,
                            const struct kiln_calib_options *opt, struct kiln_calib_range **ranges,
                            kiln_error *err) {
+    kiln_error_clear(err);
     if (!m || !sets || n_sets < 1 || !opt || !ranges)
         return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_calibrate: bad arguments");
     if (opt->method == KILN_CALIB_PERCENTILE && !(opt->percentile > 50.0 && opt->percentile <= 100.0))

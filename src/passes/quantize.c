@@ -296,12 +296,14 @@ static kiln_status rewrite_all(struct kiln_graph *g, const struct kiln_calib_ran
 kiln_status kiln_quantize_int8(struct kiln_graph *g, const struct kiln_calib_range *ranges,
                                const struct kiln_quant_options *o, struct kiln_quant_stats *st,
                                kiln_error *err) {
+    kiln_error_clear(err);
     if (!g || !ranges || !o || o->weight_max < 1 || o->weight_max > 127)
         return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_quantize_int8: bad arguments");
     return rewrite_all(g, ranges, o, false, st, err);
 }
 
 kiln_status kiln_convert_bf16(struct kiln_graph *g, struct kiln_quant_stats *st, kiln_error *err) {
+    kiln_error_clear(err);
     if (!g) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_convert_bf16: NULL graph");
     struct kiln_quant_options o = {.weight_max = 127, .matmuls = 1};
     return rewrite_all(g, NULL, &o, true, st, err);
