@@ -257,6 +257,7 @@ static void small_model_int8(int method, const char *tmp) {
     struct kiln_calib_options co = {.method = method, .percentile = 99.9};
     struct kiln_calib_range *ranges = NULL;
     kiln_error err;
+    int32_t n_ranges = q->onnx.graph->n_values;
     if (EXPECT_OK("calibrate", kiln_calibrate(q, sets, 8, &co, &ranges, &err), &err)) {
         /* the graph is given back as it was */
         CHECK(q->onnx.graph->n_outputs == 1, "outputs after calibration: %d", q->onnx.graph->n_outputs);
@@ -280,7 +281,7 @@ static void small_model_int8(int method, const char *tmp) {
                   "float weights kept");
         }
     }
-    free(ranges);
+    kiln_calib_free(ranges, n_ranges);
     double worst_cos = 1, worst_fast = 1;
     for (int i = 0; i < 8; i++) {
         kiln_tensor shape;
@@ -442,9 +443,10 @@ static void real_model(const char *shared, const char *name) {
     struct kiln_calib_range *ranges = NULL;
     struct kiln_quant_stats qs = {0};
     struct kiln_quant_options qo = {.weight_max = kiln_cpu_has_int8_dot() ? 127 : 64, .matmuls = 1};
+    int32_t n_ranges = q->onnx.graph->n_values;
     if (EXPECT_OK("calibrate", kiln_calibrate(q, sets, NCAL, &co, &ranges, &err), &err))
         EXPECT_OK("quantize", kiln_quantize_int8(q->onnx.graph, ranges, &qo, &qs, &err), &err);
-    free(ranges);
+    kiln_calib_free(ranges, n_ranges);
     CHECK(qs.convs > 20 && qs.matmuls == 1 && qs.skipped == 0, "%s: %d convs %d matmuls %d skipped", name,
           qs.convs, qs.matmuls, qs.skipped);
     kiln_session *sa = NULL, *sb = NULL;

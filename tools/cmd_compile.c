@@ -81,6 +81,7 @@ static int quantize_int8(struct kiln_model *m, const struct int8_opts *o) {
     }
     struct kiln_calib_range *ranges = NULL;
     int rc = 0;
+    int32_t n_ranges = m->onnx.graph->n_values;
     if (kiln_calibrate(m, (const kiln_tensor *const *)sets.sets, sets.n_sets, &o->calib, &ranges,
                        &err)) {
         fprintf(stderr, "kiln compile: calibration: %s\n", err.msg);
@@ -107,7 +108,7 @@ static int quantize_int8(struct kiln_model *m, const struct int8_opts *o) {
                 fprintf(stderr, "kiln compile: warning: nothing to quantize in this model\n");
         }
     }
-    free(ranges);
+    kiln_calib_free(ranges, n_ranges);
     input_sets_free(&sets);
     return rc;
 }

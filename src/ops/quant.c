@@ -836,9 +836,10 @@ static kiln_status qconv_check(const struct kiln_node *n, const struct kiln_valu
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "B must have %lld values", (long long)g->OC);
     float xs = kiln_attr_float(n, "x_scale", 0.0f);
     int64_t zp = kiln_attr_int(n, "x_zero_point", 0);
-    if (!(xs > 0.0f) || !isfinite(xs) || zp < 0 || zp > 255)
+    int64_t qmax = kiln_attr_int(n, "x_qmax", 255);
+    if (!(xs > 0.0f) || !isfinite(xs) || qmax < 1 || qmax > 255 || zp < 0 || zp > qmax)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
-                            "x_scale must be positive and x_zero_point in [0, 255]");
+                            "x_scale must be positive and 0 <= x_zero_point <= x_qmax <= 255");
     return KILN_OK;
 }
 
@@ -853,11 +854,12 @@ static kiln_status qconv_infer(const struct kiln_node *n, const struct kiln_valu
 }
 
 /* x quantized to u8 the way QuantizeLinear does it */
-static void quantize_u8(const float *x, int64_t cnt, float scale, int32_t zp, uint8_t *q) {
+static void quantize_u8(const float *x, int64_t cnt, float scale, int32_t zp, int32_t qmax,
+                        uint8_t *q) {
 #pragma omp parallel for schedule(static) if (cnt > 65536)
     for (int64_t i = 0; i < cnt; i++) {
         float v = rintf(x[i] / scale) + (float)zp;
-        q[i] = !(v >= 0.0f) ? 0 : v > 255.0f ? 255 : (uint8_t)v;
+        q[i] = !(v >= 0.0f) ? 0 : v > (float)qmax ? (uint8_t)qmax : (uint8_t)v;
     }
 }
 
@@ -880,7 +882,7 @@ static kiln_status qconv_exec(const struct kiln_node *n, struct kiln_exec_ctx *c
         free(acc);
         return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for conv scratch");
     }
-    quantize_u8(in[0]->data, xn, xs, zp, xq.data);
+    quantize_u8(in[0]->data, xn, xs, zp, (int32_t)kiln_attr_int(n, "x_qmax", 255), xq.data);
     st = conv_int_acc(n, &g, &xq, in[1], &xzp, NULL, acc, err);
     if (!st) {
         const float *ws = in[2]->data, *b = n_in > 3 && in[3] ? in[3]->data : NULL;
@@ -906,7 +908,9 @@ static kiln_status qconv_prepare(const struct kiln_node *n, struct kiln_exec_ctx
     kiln_status st = qconv_check(n, in, n_in, &g, err);
     if (st) return st;
     const struct kiln_value *bias = n_in > 3 ? in[3] : NULL;
-    if (!in[1]->data || !in[2]->data || (bias && !bias->data) || kiln_value_numel(out[0]) == 0)
+    /* oneDNN's quantizing reorder saturates at 255 only */
+    if (!in[1]->data || !in[2]->data || (bias && !bias->data) || kiln_value_numel(out[0]) == 0 ||
+        kiln_attr_int(n, "x_qmax", 255) != 255)
         return KILN_OK;
     struct kiln_dnnl_qconv_shape sh = {.kind = KILN_LOWP_INT8};
     if (!conv_geom_dnnl(&g, &sh)) return KILN_OK;
@@ -1068,9 +1072,10 @@ static kiln_status lmm_check(const struct kiln_node *n, const struct kiln_value 
     if (q) {
         float xs = kiln_attr_float(n, "x_scale", 0.0f);
         int64_t zp = kiln_attr_int(n, "x_zero_point", 0);
-        if (!(xs > 0.0f) || !isfinite(xs) || zp < 0 || zp > 255)
+        int64_t qmax = kiln_attr_int(n, "x_qmax", 255);
+        if (!(xs > 0.0f) || !isfinite(xs) || qmax < 1 || qmax > 255 || zp < 0 || zp > qmax)
             return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n,
-                                "x_scale must be positive and x_zero_point in [0, 255]");
+                                "x_scale must be positive and 0 <= x_zero_point <= x_qmax <= 255");
     }
     return KILN_OK;
 }
@@ -1100,6 +1105,7 @@ static kiln_status lmm_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx
     float *y = out[0]->data;
     float xs = kiln_attr_float(n, "x_scale", 1.0f);
     int32_t zp = (int32_t)kiln_attr_int(n, "x_zero_point", 0);
+    float qmax = (float)kiln_attr_int(n, "x_qmax", 255);
     const float *ws = q ? in[2]->data : NULL;
     bool per = q && kiln_value_numel(in[2]) > 1;
 #pragma omp parallel for schedule(static) if (M * N * K > 32768)
@@ -1110,7 +1116,7 @@ static kiln_status lmm_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx
             for (int64_t kk = 0; kk < K; kk++) {
                 if (q) {
                     float v = rintf(x[i * K + kk] / xs) + (float)zp;
-                    int32_t xq = !(v >= 0.0f) ? 0 : v > 255.0f ? 255 : (int32_t)v;
+                    int32_t xq = !(v >= 0.0f) ? 0 : v > qmax ? (int32_t)qmax : (int32_t)v;
                     iacc += (xq - zp) * ((const int8_t *)in[1]->data)[kk * N + j];
                 } else {
                     acc += x[i * K + kk] * kiln_bf16_to_f32(((const uint16_t *)in[1]->data)[kk * N + j]);
@@ -1141,7 +1147,8 @@ static kiln_status lmm_prepare(const struct kiln_node *n, struct kiln_exec_ctx *
     if (st) return st;
     bool q = lmm_is_q(n);
     const struct kiln_value *bv = n_in > (q ? 3 : 2) ? in[q ? 3 : 2] : NULL;
-    if (!in[1]->data || (q && !in[2]->data) || (bv && !bv->data) || M == 0 || in[0]->layout)
+    if (!in[1]->data || (q && !in[2]->data) || (bv && !bv->data) || M == 0 || in[0]->layout ||
+        kiln_attr_int(n, "x_qmax", 255) != 255)
         return KILN_OK;
     struct kiln_dnnl_qmatmul_shape sh = {.kind = q ? KILN_LOWP_INT8 : KILN_LOWP_BF16,
                                          .M = M, .K = K, .N = N, .has_bias = bv != NULL,

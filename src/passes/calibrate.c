@@ -9,6 +9,7 @@
  * percentile: a second pass fills a histogram of HBINS bins over [min, max]
  * per value; each side is clipped where the tail beyond it holds
  * (100 - p)% of the elements.
+ * Both also record the mean of every channel, for bias correction.
  */
 #include "passes/quantize.h"
 #include "base/status.h"
@@ -27,7 +28,43 @@ struct observed {
     double lo, hi;
     uint64_t *hist;
     uint64_t count;
+    int32_t axis_last;       /* channels on the last axis (Gemm/MatMul) or axis 1 (Conv) */
+    int64_t n_ch;            /* 0 until the first observation */
+    double *ch_sum;
+    uint64_t ch_count;
 };
+
+/* Adds per-channel sums; a tensor whose channel count changes is not averaged. */
+static bool observe_channels(struct observed *o, const kiln_tensor *t) {
+    int32_t ax = o->axis_last ? t->rank - 1 : 1;
+    if (t->rank < 1 || ax < 0 || ax >= t->rank) return true;
+    int64_t C = t->dims[ax], inner = 1, outer = 1;
+    for (int32_t d = ax + 1; d < t->rank; d++) inner *= t->dims[d];
+    for (int32_t d = 0; d < ax; d++) outer *= t->dims[d];
+    if (o->n_ch == 0) {
+        if (C < 1 || !(o->ch_sum = calloc((size_t)C, sizeof *o->ch_sum))) return C < 1;
+        o->n_ch = C;
+    }
+    if (C != o->n_ch) {
+        o->n_ch = -1;   /* inconsistent: no means */
+        return true;
+    }
+    const float *x = t->data;
+    for (int64_t a = 0; a < outer; a++)
+        for (int64_t c = 0; c < C; c++) {
+            double s = 0;
+            const float *p = x + (a * C + c) * inner;
+            for (int64_t i = 0; i < inner; i++) s += isfinite(p[i]) ? p[i] : 0.0f;
+            o->ch_sum[c] += s;
+        }
+    o->ch_count += (uint64_t)(outer * inner);
+    return true;
+}
+
+void kiln_calib_free(struct kiln_calib_range *r, int32_t n_values) {
+    for (int32_t v = 0; r && v < n_values; v++) free(r[v].mean);
+    free(r);
+}
 
 static void observe_minmax(struct observed *o, const float *x, int64_t n) {
     double lo = o->lo, hi = o->hi;
@@ -94,7 +131,7 @@ kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets,
     int32_t *saved_outputs = g->outputs;
     struct observed *obs = calloc((size_t)g->n_nodes + 1, sizeof *obs);
     int32_t *outs_ids = malloc(((size_t)n_out0 + (size_t)g->n_nodes + 1) * sizeof *outs_ids);
-    struct kiln_calib_range *r = malloc((size_t)(g->n_values ? g->n_values : 1) * sizeof *r);
+    struct kiln_calib_range *r = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *r);
     kiln_tensor *outs = NULL;
     kiln_session *s = NULL;
     kiln_status st = KILN_OK;
@@ -102,7 +139,7 @@ kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets,
         st = kiln_fail(err, KILN_ERR_NO_MEMORY, "calibration: out of memory");
         goto done;
     }
-    for (int32_t v = 0; v < g->n_values; v++) r[v] = (struct kiln_calib_range){1.0f, 0.0f};
+    for (int32_t v = 0; v < g->n_values; v++) r[v] = (struct kiln_calib_range){1.0f, 0.0f, 0, NULL};
 
     /* which values to observe, and where each comes from */
     memcpy(outs_ids, saved_outputs, (size_t)n_out0 * sizeof *outs_ids);
@@ -119,6 +156,7 @@ kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets,
         o->input_index = -1;
         o->lo = INFINITY;
         o->hi = -INFINITY;
+        o->axis_last = strcmp(n->op_type, "Conv") != 0;
         for (int32_t k = 0; k < n_in; k++)
             if (g->inputs[k] == v) o->input_index = k;
         if (o->input_index >= 0) continue;
@@ -160,8 +198,15 @@ kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets,
                 if (t->dtype != KILN_DTYPE_FLOAT || !t->data) continue;
                 int64_t cnt = 1;
                 for (int32_t d = 0; d < t->rank; d++) cnt *= t->dims[d];
-                if (pass == 0) observe_minmax(&obs[k], t->data, cnt);
-                else observe_hist(&obs[k], t->data, cnt);
+                if (pass == 1) {
+                    observe_hist(&obs[k], t->data, cnt);
+                    continue;
+                }
+                observe_minmax(&obs[k], t->data, cnt);
+                if (!observe_channels(&obs[k], t)) {
+                    st = kiln_fail(err, KILN_ERR_NO_MEMORY, "calibration: out of memory");
+                    goto done;
+                }
             }
         }
     }
@@ -170,6 +215,11 @@ kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets,
         if (!(o->lo <= o->hi)) continue;   /* never a float tensor */
         struct kiln_calib_range x = {(float)o->lo, (float)o->hi};
         if (passes == 2) percentile_range(o, opt->percentile, &x.lo, &x.hi);
+        if (o->n_ch > 0 && o->ch_count > 0 && (x.mean = malloc((size_t)o->n_ch * sizeof *x.mean))) {
+            x.n_mean = o->n_ch;
+            for (int64_t c = 0; c < o->n_ch; c++)
+                x.mean[c] = (float)(o->ch_sum[c] / (double)o->ch_count);
+        }
         r[o->value] = x;
     }
     *ranges = r;
@@ -179,10 +229,13 @@ done:
     g->outputs = saved_outputs;
     g->n_outputs = n_out0;
     kiln_graph_recount(g);
-    for (int32_t k = 0; obs && k < g->n_nodes; k++) free(obs[k].hist);
+    for (int32_t k = 0; obs && k < g->n_nodes; k++) {
+        free(obs[k].hist);
+        free(obs[k].ch_sum);
+    }
     free(obs);
     free(outs_ids);
     free(outs);
-    free(r);
+    kiln_calib_free(r, r ? g->n_values : 0);
     return st;
 }

@@ -3,6 +3,11 @@
  * A rewritten node keeps its place, its output value, its convolution
  * attributes and its fused activation; only its op, inputs and weights
  * change. The float weights it no longer reads are freed by a final DCE.
+ *
+ * Bias correction (int8): rounding the weights shifts each output channel's
+ * expected value by sum((Wq * s - W) * E[x]); with the channel means of x
+ * recorded during calibration, that shift is subtracted from the bias (ReLU
+ * activations have large means, so the shift is far from zero).
  */
 #include "passes/quantize.h"
 #include "base/status.h"
@@ -148,34 +153,99 @@ static float *weights_kn(const struct kiln_node *n, const struct kiln_value *w, 
 
 /* Symmetric per-channel quantization: channel c is the elements with
  * index / inner % C == c (inner = 1 for columns of [K, N], the product of the
- * other dims for rows of [M, ...]). */
+ * other dims for rows of [M, ...]). Each channel's clipping threshold is the
+ * one among max|w| * {1, 0.98, ..., 0.5} with the least squared rounding and
+ * clipping error: with 7 or 8 bits, trimming the rare largest weights buys
+ * finer steps for all the others. */
+#define CLIP_STEPS 26
 static void quantize_weights(const float *w, int64_t count, int64_t C, int64_t inner, int wmax,
                              int8_t *q, float *scales) {
+    double *sse = calloc((size_t)(C ? C : 1) * CLIP_STEPS, sizeof *sse);
     for (int64_t c = 0; c < C; c++) scales[c] = 0.0f;
     for (int64_t i = 0; i < count; i++) {
         int64_t c = (i / inner) % C;
         float a = fabsf(w[i]);
         if (a > scales[c]) scales[c] = a;
     }
-    for (int64_t c = 0; c < C; c++)
-        scales[c] = scales[c] > 0.0f && isfinite(scales[c]) ? scales[c] / (float)wmax : 1.0f;
+    for (int64_t i = 0; sse && i < count; i++) {
+        int64_t c = (i / inner) % C;
+        if (!(scales[c] > 0.0f) || !isfinite(scales[c])) continue;
+        for (int k = 0; k < CLIP_STEPS; k++) {
+            float sc = scales[c] * (1.0f - 0.02f * (float)k) / (float)wmax;
+            float v = rintf(w[i] / sc);
+            v = v > (float)wmax ? (float)wmax : v < (float)-wmax ? (float)-wmax : v;
+            double d = (double)w[i] - (double)v * sc;
+            sse[c * CLIP_STEPS + k] += d * d;
+        }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        int best = 0;
+        for (int k = 1; sse && k < CLIP_STEPS; k++)
+            if (sse[c * CLIP_STEPS + k] < sse[c * CLIP_STEPS + best]) best = k;
+        scales[c] = scales[c] > 0.0f && isfinite(scales[c])
+                        ? scales[c] * (1.0f - 0.02f * (float)best) / (float)wmax
+                        : 1.0f;
+    }
+    free(sse);
     for (int64_t i = 0; i < count; i++) {
         float v = rintf(w[i] / scales[(i / inner) % C]);
         q[i] = (int8_t)(v > (float)wmax ? wmax : v < (float)-wmax ? -wmax : isnan(v) ? 0 : v);
     }
 }
 
-/* u8 scale and zero point for a calibrated range (which must include 0). */
-static void act_params(struct kiln_calib_range r, float *scale, int32_t *zp) {
+/* u8 scale and zero point over [0, qmax] for a calibrated range (widened to include 0). */
+static void act_params(struct kiln_calib_range r, int32_t qmax, float *scale, int32_t *zp) {
     float lo = r.lo < 0.0f ? r.lo : 0.0f, hi = r.hi > 0.0f ? r.hi : 0.0f;
     if (!(hi - lo > 1e-30f) || !isfinite(hi - lo)) {
         *scale = 1.0f;
         *zp = 0;
         return;
     }
-    *scale = (hi - lo) / 255.0f;
+    *scale = (hi - lo) / (float)qmax;
     float z = rintf(-lo / *scale);
-    *zp = z < 0.0f ? 0 : z > 255.0f ? 255 : (int32_t)z;
+    *zp = z < 0.0f ? 0 : z > (float)qmax ? qmax : (int32_t)z;
+}
+
+static float bias_unchanged_;
+#define BIAS_UNCHANGED (&bias_unchanged_)
+
+/* The bias minus the shift weight rounding causes at the input's channel
+ * means (see the top of the file): a new [C] array, BIAS_UNCHANGED when the
+ * means do not fit the weights, or NULL when out of memory. */
+static float *bias_corrected(const struct kiln_graph *g, int32_t bias, bool conv, const float *wf,
+                             const int8_t *q, const float *s, const struct kiln_value *w,
+                             int64_t K, int64_t N, const struct kiln_calib_range *r) {
+    int64_t C = conv ? w->dims[0] : N;
+    int64_t cg = conv ? w->dims[1] : K, ksz = 1, G = 1;
+    if (conv) {
+        for (int32_t i = 2; i < w->rank; i++) ksz *= w->dims[i];
+        if (cg < 1 || r->n_mean % cg || (C % (r->n_mean / cg))) return BIAS_UNCHANGED;
+        G = r->n_mean / cg;
+    } else if (r->n_mean != K) {
+        return BIAS_UNCHANGED;
+    }
+    float *b = calloc((size_t)(C ? C : 1), sizeof *b);
+    if (!b) return NULL;
+    if (bias >= 0) memcpy(b, g->values[bias].v.data, (size_t)C * sizeof *b);
+    int64_t Mg = C / G;
+    for (int64_t m = 0; m < C; m++) {
+        double shift = 0;
+        if (conv) {
+            int64_t grp = m / Mg;
+            for (int64_t ci = 0; ci < cg; ci++) {
+                double mean = r->mean[grp * cg + ci];
+                for (int64_t k = 0; k < ksz; k++) {
+                    int64_t i = (m * cg + ci) * ksz + k;
+                    shift += ((double)q[i] * s[m] - wf[i]) * mean;
+                }
+            }
+        } else {
+            for (int64_t k = 0; k < K; k++)
+                shift += ((double)q[k * N + m] * s[m] - wf[k * N + m]) * r->mean[k];
+        }
+        b[m] -= (float)shift;
+    }
+    return b;
 }
 
 static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
@@ -184,7 +254,7 @@ static const char *const no_attrs[] = {NULL};
 
 /* Rewrites one candidate. bf16: ranges unused. */
 static kiln_status rewrite(struct kiln_graph *g, int32_t ni, bool bf16, struct kiln_calib_range r,
-                           int wmax, kiln_error *err) {
+                           int wmax, int32_t act_max, bool correct_bias, kiln_error *err) {
     struct kiln_node *n = &g->nodes[ni];
     const struct kiln_value w = g->values[n->inputs[1]].v;   /* copy: values may move */
     bool conv = !strcmp(n->op_type, "Conv");
@@ -236,6 +306,26 @@ static kiln_status rewrite(struct kiln_graph *g, int32_t ni, bool bf16, struct k
             return kiln_fail(err, KILN_ERR_NO_MEMORY, "quantize: out of memory");
         }
         quantize_weights(wf, cnt, C, inner, wmax, q, s);
+        if (r.mean && correct_bias) {
+            float *b = bias_corrected(g, bias, conv, wf, q, s, &w, K, N, &r);
+            if (!b) {
+                free(q);
+                free(s);
+                free(kn);
+                return kiln_fail(err, KILN_ERR_NO_MEMORY, "quantize: out of memory");
+            }
+            if (b != BIAS_UNCHANGED) {
+                int64_t nb = C;
+                bias = add_const(g, n, "bias_corrected", KILN_DTYPE_FLOAT, 1, &nb, b);
+                if (bias < 0) {
+                    free(b);
+                    free(q);
+                    free(s);
+                    free(kn);
+                    return kiln_fail(err, KILN_ERR_NO_MEMORY, "quantize: out of memory");
+                }
+            }
+        }
         wid = add_const(g, n, "w_int8", KILN_DTYPE_INT8, wrank, wdims, q);
         if (wid < 0) free(q);
         n = &g->nodes[ni];
@@ -254,9 +344,10 @@ static kiln_status rewrite(struct kiln_graph *g, int32_t ni, bool bf16, struct k
     if (!bf16) {
         float xs;
         int32_t zp;
-        act_params(r, &xs, &zp);
+        act_params(r, act_max, &xs, &zp);
         ok = add_attr(n, "x_scale", KILN_ATTR_FLOAT, xs, 0) &&
-             add_attr(n, "x_zero_point", KILN_ATTR_INT, 0.0f, zp);
+             add_attr(n, "x_zero_point", KILN_ATTR_INT, 0.0f, zp) &&
+             (act_max == 255 || add_attr(n, "x_qmax", KILN_ATTR_INT, 0.0f, act_max));
     }
     const char *op = conv ? (bf16 ? "Bf16Conv" : "QConv") : (bf16 ? "Bf16MatMul" : "QMatMul");
     if (!ok || !set_op(n, op))
@@ -276,6 +367,12 @@ static kiln_status rewrite_all(struct kiln_graph *g, const struct kiln_calib_ran
         if (!kiln_quant_candidate(g, n)) continue;
         bool conv = !strcmp(n->op_type, "Conv");
         if (!bf16 && !conv && !o->matmuls) continue;
+        bool excluded = false;
+        for (const char *const *e = o->exclude; e && *e; e++) excluded |= !strcmp(*e, n->name);
+        if (excluded) continue;
+        if (conv && o->skip_depthwise && kiln_attr_int(n, "group", 1) > 1 &&
+            g->values[n->inputs[1]].v.dims[1] == 1)
+            continue;
         struct kiln_calib_range r = {1.0f, 0.0f};
         if (!bf16) {
             r = ranges[n->inputs[0]];
@@ -284,7 +381,8 @@ static kiln_status rewrite_all(struct kiln_graph *g, const struct kiln_calib_ran
                 continue;
             }
         }
-        kiln_status s = rewrite(g, i, bf16, r, o ? o->weight_max : 127, err);
+        kiln_status s = rewrite(g, i, bf16, r, o ? o->weight_max : 127,
+                                o && o->act_max ? o->act_max : 255, o && !o->no_bias_correction, err);
         if (s) return s;
         if (conv) st->convs++;
         else st->matmuls++;
@@ -297,7 +395,8 @@ kiln_status kiln_quantize_int8(struct kiln_graph *g, const struct kiln_calib_ran
                                const struct kiln_quant_options *o, struct kiln_quant_stats *st,
                                kiln_error *err) {
     kiln_error_clear(err);
-    if (!g || !ranges || !o || o->weight_max < 1 || o->weight_max > 127)
+    if (!g || !ranges || !o || o->weight_max < 1 || o->weight_max > 127 || o->act_max < 0 ||
+        o->act_max > 255)
         return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_quantize_int8: bad arguments");
     return rewrite_all(g, ranges, o, false, st, err);
 }

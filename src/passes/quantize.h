@@ -29,10 +29,17 @@ struct kiln_calib_options {
     int32_t n_threads;           /* 0: all cores */
 };
 
-/* Observed float range of one value; lo > hi when it was never observed. */
+/* Observed float range of one value; lo > hi when it was never observed.
+ * mean: the mean of each channel (axis 1 for a convolution's input, the last
+ * axis for a Gemm/MatMul's), n_mean values, for bias correction. */
 struct kiln_calib_range {
     float lo, hi;
+    int64_t n_mean;
+    float *mean;
 };
+
+/* Frees what kiln_calibrate returned (n_values = the graph's value count then). */
+void kiln_calib_free(struct kiln_calib_range *r, int32_t n_values);
 
 /* True for a node the rewrites handle: Conv with constant float weights (and
  * bias), Gemm (transA 0, alpha 1, beta 1, constant 2-D B, constant bias of N
@@ -41,7 +48,8 @@ bool kiln_quant_candidate(const struct kiln_graph *g, const struct kiln_node *n)
 
 /* Runs m (a float model, optimized) once per input set: sets[s] holds
  * kiln_model_n_inputs(m) tensors in input order. *ranges (malloc'ed, one per
- * value id of m's graph) receives the range of input 0 of every candidate.
+ * value id of m's graph; free with kiln_calib_free) receives the range and
+ * channel means of input 0 of every candidate.
  * The model's graph is borrowed while it runs and left as it was. */
 kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets, int32_t n_sets,
                            const struct kiln_calib_options *o, struct kiln_calib_range **ranges,
@@ -54,7 +62,11 @@ struct kiln_quant_stats {
 
 struct kiln_quant_options {
     int32_t weight_max;          /* 127, or 64 for CPUs without VNNI (see backend/dnnl_qconv.h) */
+    int32_t act_max;             /* activations in [0, act_max]: 255 (0 means 255), or 127 */
     int32_t matmuls;             /* 1: also Gemm / MatMul (0: convolutions only) */
+    int32_t skip_depthwise;      /* 1: depthwise convolutions stay float */
+    const char *const *exclude;  /* node names that stay float (NULL-terminated), or NULL */
+    int32_t no_bias_correction;  /* 1: keep the float bias as is (see quantize.c) */
 };
 
 kiln_status kiln_quantize_int8(struct kiln_graph *g, const struct kiln_calib_range *ranges,
