@@ -22,9 +22,12 @@ static void usage(void) {
             "  int8 (post-training static quantization) needs calibration inputs:\n"
             "  --calibrate DIR       test_data_set_* folders, or .pb/.npy/image files (one set each)\n"
             "  --calibrator minmax|percentile   activation ranges (default percentile)\n"
-            "  --percentile P        clip each side at this percentile (default 99.99)\n"
+            "  --percentile P        clip each side at this percentile (default 99.999)\n"
             "  --max N               use at most N input sets\n"
             "  --int8-ops conv|all   quantize convolutions only, or also Gemm/MatMul (default all)\n"
+            "  --min-cosine C        keep the layers that hurt most in fp32 until the outputs on\n"
+            "                        (up to 4) calibration sets are within cosine C of fp32\n"
+            "                        (default 0.995; 0: quantize every layer)\n"
             "  --mean R,G,B --std R,G,B --scale S   image normalization (as kiln run)\n"
             "bf16 falls back to fp32 on CPUs without avx512bf16 / amx-bf16.\n");
 }
@@ -68,6 +71,7 @@ struct int8_opts {
     const char *dir;
     struct kiln_calib_options calib;
     int32_t max_sets, matmuls;
+    double min_cosine;
     struct image_norm norm;
 };
 
@@ -90,7 +94,29 @@ static int quantize_int8(struct kiln_model *m, const struct int8_opts *o) {
         struct kiln_quant_options qo = {.weight_max = kiln_cpu_has_int8_dot() ? 127 : 64,
                                         .matmuls = o->matmuls};
         struct kiln_quant_stats qs;
-        if (kiln_quantize_int8(m->onnx.graph, ranges, &qo, &qs, &err)) {
+        char **keep = NULL;
+        double cos = 1;
+        int32_t tried = 0;
+        if (o->min_cosine > 0 &&
+            kiln_int8_choose(m, ranges, &qo, (const kiln_tensor *const *)sets.sets,
+                             sets.n_sets < 4 ? sets.n_sets : 4, o->min_cosine, &keep, &cos, &tried,
+                             &err)) {
+            fprintf(stderr, "kiln compile: int8: choosing layers: %s\n", err.msg);
+            rc = 1;
+        } else if (keep) {
+            int nk = 0;
+            while (keep[nk]) nk++;
+            fprintf(stderr,
+                    "kiln compile: int8: %d layer%s kept in fp32 for cosine >= %g on %d calibration "
+                    "set%s (got %.5f, %d variants tried)%s\n",
+                    nk, nk == 1 ? "" : "s", o->min_cosine, sets.n_sets < 4 ? sets.n_sets : 4,
+                    sets.n_sets == 1 ? "" : "s", cos, tried, nk ? ":" : "");
+            for (int k = 0; k < nk; k++) fprintf(stderr, "  %s\n", keep[k]);
+        }
+        qo.exclude = (const char *const *)keep;
+        if (rc) {
+            /* reported above */
+        } else if (kiln_quantize_int8(m->onnx.graph, ranges, &qo, &qs, &err)) {
             fprintf(stderr, "kiln compile: int8: %s\n", err.msg);
             rc = 1;
         } else {
@@ -100,13 +126,15 @@ static int quantize_int8(struct kiln_model *m, const struct int8_opts *o) {
             else
                 snprintf(cal, sizeof cal, "minmax");
             fprintf(stderr,
-                    "kiln compile: int8: %d Conv and %d Gemm/MatMul quantized (%d left in fp32), "
-                    "%d-bit weights, calibrated on %d input set%s from %s (%s)\n",
-                    qs.convs, qs.matmuls, qs.skipped, qo.weight_max == 127 ? 8 : 7, sets.n_sets,
+                    "kiln compile: int8: %d Conv and %d Gemm/MatMul quantized (%d kept in fp32, %d "
+                    "without a calibrated range), %d-bit weights, calibrated on %d input set%s from "
+                    "%s (%s)\n",
+                    qs.convs, qs.matmuls, qs.excluded, qs.skipped, qo.weight_max == 127 ? 8 : 7, sets.n_sets,
                     sets.n_sets == 1 ? "" : "s", o->dir, cal);
             if (qs.convs + qs.matmuls == 0)
                 fprintf(stderr, "kiln compile: warning: nothing to quantize in this model\n");
         }
+        kiln_names_free(keep);
     }
     kiln_calib_free(ranges, n_ranges);
     input_sets_free(&sets);
@@ -118,8 +146,9 @@ int kiln_cmd_compile(int argc, char **argv) {
     int report = 0;
     int32_t batches[16];
     int n_batches = 0;
-    struct int8_opts q8 = {.calib = {.method = KILN_CALIB_PERCENTILE, .percentile = 99.99},
+    struct int8_opts q8 = {.calib = {.method = KILN_CALIB_PERCENTILE, .percentile = 99.999},
                            .matmuls = 1,
+                           .min_cosine = 0.995,
                            .norm = {.scale = 1.0 / 255.0, .std = {1, 1, 1}}};
     for (int i = 1; i < argc; i++) {
         int64_t iv;
@@ -145,6 +174,11 @@ int kiln_cmd_compile(int argc, char **argv) {
                 return 2;
             }
             q8.max_sets = (int32_t)iv;
+        } else if (!strcmp(argv[i], "--min-cosine") && i + 1 < argc) {
+            if (tf_parse_f64(argv[++i], &q8.min_cosine) || q8.min_cosine > 1.0) {
+                fprintf(stderr, "kiln compile: bad --min-cosine '%s' (want <= 1; 0 disables)\n", argv[i]);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--int8-ops") && i + 1 < argc) {
             const char *c = argv[++i];
             if (!strcmp(c, "conv")) q8.matmuls = 0;

@@ -10,14 +10,21 @@
  * per value; each side is clipped where the tail beyond it holds
  * (100 - p)% of the elements.
  * Both also record the mean of every channel, for bias correction.
+ *
+ * kiln_int8_choose (mixed precision) evaluates int8 variants of the model
+ * against its float outputs; each variant is quantized from a fresh copy of
+ * the float graph, mapped from a temporary plan file.
  */
 #include "passes/quantize.h"
 #include "base/status.h"
+#include "plan/artifact.h"
 #include "runtime/model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define HBINS 2048
 
@@ -237,5 +244,181 @@ done:
     free(outs_ids);
     free(outs);
     kiln_calib_free(r, r ? g->n_values : 0);
+    return st;
+}
+
+/* ---- mixed precision ------------------------------------------------------- */
+
+void kiln_names_free(char **names) {
+    for (char **p = names; p && *p; p++) free(*p);
+    free(names);
+}
+
+struct ref_outputs {
+    int32_t n_sets, n_out;
+    float **data;        /* [set * n_out + k], NULL for non-float outputs */
+    int64_t *count;
+};
+
+/* Worst 1 - cosine over sets of every float output of plan_path quantized with
+ * `exclude` kept in float. */
+static kiln_status eval_variant(const char *plan_path, const struct kiln_calib_range *ranges,
+                                const struct kiln_quant_options *base, const char *const *exclude,
+                                const kiln_tensor *const *sets, int32_t n_eval,
+                                const struct ref_outputs *ref, double *noise, kiln_error *err) {
+    kiln_model *q = NULL;
+    kiln_session *s = NULL;
+    kiln_tensor *outs = calloc((size_t)ref->n_out + 1, sizeof *outs);
+    kiln_status st = outs ? kiln_model_load(plan_path, NULL, &q, err)
+                          : kiln_fail(err, KILN_ERR_NO_MEMORY, "int8: out of memory");
+    struct kiln_quant_options o = *base;
+    o.exclude = exclude;
+    struct kiln_quant_stats qs;
+    if (!st) st = kiln_quantize_int8(q->onnx.graph, ranges, &o, &qs, err);
+    kiln_session_options so = kiln_session_options_default();
+    if (!st) st = kiln_session_create(q, &so, &s, err);
+    *noise = 0;
+    for (int32_t i = 0; !st && i < n_eval && i < ref->n_sets; i++) {
+        if ((st = kiln_session_run(s, sets[i], q->onnx.graph->n_inputs, outs, ref->n_out, err))) break;
+        double dot = 0, na = 0, nb = 0;
+        for (int32_t k = 0; k < ref->n_out; k++) {
+            const float *a = ref->data[i * ref->n_out + k], *b = outs[k].data;
+            if (!a || outs[k].dtype != KILN_DTYPE_FLOAT ||
+                (int64_t)(outs[k].nbytes / sizeof(float)) != ref->count[i * ref->n_out + k])
+                continue;
+            for (int64_t e = 0; e < ref->count[i * ref->n_out + k]; e++) {
+                dot += (double)a[e] * b[e];
+                na += (double)a[e] * a[e];
+                nb += (double)b[e] * b[e];
+            }
+        }
+        double c = na > 0 && nb > 0 ? dot / sqrt(na * nb) : 1.0;
+        if (!(c == c)) c = 0;   /* NaN */
+        if (1 - c > *noise) *noise = 1 - c;
+    }
+    kiln_session_free(s);
+    kiln_model_free(q);
+    free(outs);
+    return st;
+}
+
+struct cand {
+    const char *name;
+    double noise;
+};
+
+static int cand_cmp(const void *a, const void *b) {
+    double x = ((const struct cand *)a)->noise, y = ((const struct cand *)b)->noise;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+kiln_status kiln_int8_choose(struct kiln_model *m, const struct kiln_calib_range *ranges,
+                             const struct kiln_quant_options *o, const kiln_tensor *const *sets,
+                             int32_t n_sets, double target, char ***exclude, double *cosine,
+                             int32_t *n_tried, kiln_error *err) {
+    kiln_error_clear(err);
+    *exclude = NULL;
+    *cosine = 0;
+    *n_tried = 0;
+    if (!m || !ranges || !o || !sets || n_sets < 1)
+        return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_int8_choose: bad arguments");
+    struct kiln_graph *g = m->onnx.graph;
+    int32_t n_out = g->n_outputs;
+    /* each variant starts from a fresh copy of the float graph: its plan file */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/kiln-int8-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) return kiln_fail(err, KILN_ERR_IO, "int8: cannot create a temporary file");
+    close(fd);
+    struct ref_outputs ref = {.n_sets = n_sets, .n_out = n_out};
+    ref.data = calloc((size_t)(n_sets * n_out) + 1, sizeof *ref.data);
+    ref.count = calloc((size_t)(n_sets * n_out) + 1, sizeof *ref.count);
+    struct cand *cands = calloc((size_t)g->n_nodes + 1, sizeof *cands);
+    const char **ex = calloc((size_t)g->n_nodes + 1, sizeof *ex);
+    kiln_tensor *outs = calloc((size_t)n_out + 1, sizeof *outs);
+    kiln_session *s = NULL;
+    kiln_status st = KILN_OK;
+    int32_t n_cand = 0, n_ex = 0;
+    double noise = 1;
+    if (!ref.data || !ref.count || !cands || !ex || !outs) {
+        st = kiln_fail(err, KILN_ERR_NO_MEMORY, "int8: out of memory");
+        goto done;
+    }
+    struct kiln_artifact_info info = {.precision = "fp32"};
+    if ((st = kiln_artifact_write(g, NULL, &info, path, err))) goto done;
+    kiln_session_options so = kiln_session_options_default();
+    if ((st = kiln_session_create(m, &so, &s, err))) goto done;
+    for (int32_t i = 0; i < n_sets; i++) {
+        if ((st = kiln_session_run(s, sets[i], g->n_inputs, outs, n_out, err))) goto done;
+        for (int32_t k = 0; k < n_out; k++) {
+            if (outs[k].dtype != KILN_DTYPE_FLOAT) continue;
+            float *c = malloc(outs[k].nbytes ? outs[k].nbytes : 1);
+            if (!c) {
+                st = kiln_fail(err, KILN_ERR_NO_MEMORY, "int8: out of memory");
+                goto done;
+            }
+            memcpy(c, outs[k].data, outs[k].nbytes);
+            ref.data[i * n_out + k] = c;
+            ref.count[i * n_out + k] = (int64_t)(outs[k].nbytes / sizeof(float));
+        }
+    }
+    kiln_session_free(s);
+    s = NULL;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *n = &g->nodes[i];
+        if (kiln_quant_candidate(g, n) && ranges[n->inputs[0]].lo <= ranges[n->inputs[0]].hi &&
+            (o->matmuls || !strcmp(n->op_type, "Conv")))
+            cands[n_cand++].name = n->name;
+    }
+    /* everything int8 first: often good enough */
+    if ((st = eval_variant(path, ranges, o, NULL, sets, n_sets, &ref, &noise, err))) goto done;
+    ++*n_tried;
+    if (1 - noise < target && n_cand > 0) {
+        /* each candidate alone, on the first set: the ranking is what matters */
+        for (int32_t c = 0; c < n_cand; c++) {
+            int32_t k = 0;
+            for (int32_t j = 0; j < n_cand; j++)
+                if (j != c) ex[k++] = cands[j].name;
+            ex[k] = NULL;
+            if ((st = eval_variant(path, ranges, o, ex, sets, 1, &ref, &cands[c].noise, err))) goto done;
+            ++*n_tried;
+        }
+        qsort(cands, (size_t)n_cand, sizeof *cands, cand_cmp);
+        /* keep the worst in float until the rest (summed) fits; then check,
+         * and keep one more each time the check fails */
+        double rest = 0;
+        for (int32_t c = 0; c < n_cand; c++) rest += cands[c].noise;
+        while (n_ex < n_cand && rest > 1 - target) rest -= cands[n_ex++].noise;
+        for (;;) {
+            for (int32_t c = 0; c < n_ex; c++) ex[c] = cands[c].name;
+            ex[n_ex] = NULL;
+            if ((st = eval_variant(path, ranges, o, ex, sets, n_sets, &ref, &noise, err))) goto done;
+            ++*n_tried;
+            if (1 - noise >= target || n_ex == n_cand) break;
+            n_ex++;
+        }
+    }
+    *cosine = 1 - noise;
+    char **names = calloc((size_t)n_ex + 1, sizeof *names);
+    if (!names) {
+        st = kiln_fail(err, KILN_ERR_NO_MEMORY, "int8: out of memory");
+        goto done;
+    }
+    for (int32_t c = 0; c < n_ex; c++)
+        if (!(names[c] = strdup(cands[c].name))) {
+            kiln_names_free(names);
+            st = kiln_fail(err, KILN_ERR_NO_MEMORY, "int8: out of memory");
+            goto done;
+        }
+    *exclude = names;
+done:
+    kiln_session_free(s);
+    unlink(path);
+    for (int32_t i = 0; ref.data && i < n_sets * n_out; i++) free(ref.data[i]);
+    free(ref.data);
+    free(ref.count);
+    free(cands);
+    free(ex);
+    free(outs);
     return st;
 }

@@ -153,40 +153,18 @@ static float *weights_kn(const struct kiln_node *n, const struct kiln_value *w, 
 
 /* Symmetric per-channel quantization: channel c is the elements with
  * index / inner % C == c (inner = 1 for columns of [K, N], the product of the
- * other dims for rows of [M, ...]). Each channel's clipping threshold is the
- * one among max|w| * {1, 0.98, ..., 0.5} with the least squared rounding and
- * clipping error: with 7 or 8 bits, trimming the rare largest weights buys
- * finer steps for all the others. */
-#define CLIP_STEPS 26
+ * other dims for rows of [M, ...]); its scale maps max|w| to wmax. (Clipping
+ * the largest weights at the least squared error measured worse end to end.) */
 static void quantize_weights(const float *w, int64_t count, int64_t C, int64_t inner, int wmax,
                              int8_t *q, float *scales) {
-    double *sse = calloc((size_t)(C ? C : 1) * CLIP_STEPS, sizeof *sse);
     for (int64_t c = 0; c < C; c++) scales[c] = 0.0f;
     for (int64_t i = 0; i < count; i++) {
         int64_t c = (i / inner) % C;
         float a = fabsf(w[i]);
         if (a > scales[c]) scales[c] = a;
     }
-    for (int64_t i = 0; sse && i < count; i++) {
-        int64_t c = (i / inner) % C;
-        if (!(scales[c] > 0.0f) || !isfinite(scales[c])) continue;
-        for (int k = 0; k < CLIP_STEPS; k++) {
-            float sc = scales[c] * (1.0f - 0.02f * (float)k) / (float)wmax;
-            float v = rintf(w[i] / sc);
-            v = v > (float)wmax ? (float)wmax : v < (float)-wmax ? (float)-wmax : v;
-            double d = (double)w[i] - (double)v * sc;
-            sse[c * CLIP_STEPS + k] += d * d;
-        }
-    }
-    for (int64_t c = 0; c < C; c++) {
-        int best = 0;
-        for (int k = 1; sse && k < CLIP_STEPS; k++)
-            if (sse[c * CLIP_STEPS + k] < sse[c * CLIP_STEPS + best]) best = k;
-        scales[c] = scales[c] > 0.0f && isfinite(scales[c])
-                        ? scales[c] * (1.0f - 0.02f * (float)best) / (float)wmax
-                        : 1.0f;
-    }
-    free(sse);
+    for (int64_t c = 0; c < C; c++)
+        scales[c] = scales[c] > 0.0f && isfinite(scales[c]) ? scales[c] / (float)wmax : 1.0f;
     for (int64_t i = 0; i < count; i++) {
         float v = rintf(w[i] / scales[(i / inner) % C]);
         q[i] = (int8_t)(v > (float)wmax ? wmax : v < (float)-wmax ? -wmax : isnan(v) ? 0 : v);
@@ -369,10 +347,13 @@ static kiln_status rewrite_all(struct kiln_graph *g, const struct kiln_calib_ran
         if (!bf16 && !conv && !o->matmuls) continue;
         bool excluded = false;
         for (const char *const *e = o->exclude; e && *e; e++) excluded |= !strcmp(*e, n->name);
-        if (excluded) continue;
         if (conv && o->skip_depthwise && kiln_attr_int(n, "group", 1) > 1 &&
             g->values[n->inputs[1]].v.dims[1] == 1)
+            excluded = true;
+        if (excluded) {
+            st->excluded++;
             continue;
+        }
         struct kiln_calib_range r = {1.0f, 0.0f};
         if (!bf16) {
             r = ranges[n->inputs[0]];

@@ -58,6 +58,7 @@ kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets,
 struct kiln_quant_stats {
     int32_t convs, matmuls;      /* nodes rewritten */
     int32_t skipped;             /* candidates left in float (no range observed, non-float input) */
+    int32_t excluded;            /* candidates kept in float on request (exclude, skip_depthwise) */
 };
 
 struct kiln_quant_options {
@@ -68,6 +69,20 @@ struct kiln_quant_options {
     const char *const *exclude;  /* node names that stay float (NULL-terminated), or NULL */
     int32_t no_bias_correction;  /* 1: keep the float bias as is (see quantize.c) */
 };
+
+/* Mixed precision: which candidates to keep in float so that the int8
+ * model's outputs stay within cosine `target` of m's on the given sets (a few
+ * calibration sets). When quantizing everything falls short, measures each
+ * candidate alone (1 - cosine when only it is int8), keeps the most harmful
+ * ones in float until the sum of the rest fits, and checks again.
+ * *exclude receives a NULL-terminated, malloc'ed list of node names (free with
+ * kiln_names_free), *cosine the worst cosine of the final choice; *n_tried
+ * counts the models evaluated. m's graph is not modified. */
+kiln_status kiln_int8_choose(struct kiln_model *m, const struct kiln_calib_range *ranges,
+                             const struct kiln_quant_options *o, const kiln_tensor *const *sets,
+                             int32_t n_sets, double target, char ***exclude, double *cosine,
+                             int32_t *n_tried, kiln_error *err);
+void kiln_names_free(char **names);
 
 kiln_status kiln_quantize_int8(struct kiln_graph *g, const struct kiln_calib_range *ranges,
                                const struct kiln_quant_options *o, struct kiln_quant_stats *st,
