@@ -371,7 +371,8 @@ static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph
             !r_f32(b, &n->act.beta) || !r_i32(b, &n->sum_input) || !r_u32(b, &na) || na > 4096)
             goto fail;
         /* a fused residual is input 3 of a Conv that has it (checked again by Conv's infer) */
-        if (n->sum_input && (n->sum_input != 3 || n->n_inputs != 4 || n->inputs[3] < 0))
+        if (n->sum_input && (n->sum_input != 3 || n->n_inputs != 4 || n->inputs[3] < 0 ||
+                             strcmp(n->op_type, "Conv") || *n->domain))
             goto fail;
         n->act.kind = (enum kiln_act_kind)ak;
         n->attrs = calloc(na ? na : 1, sizeof *n->attrs);
