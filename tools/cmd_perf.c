@@ -319,6 +319,9 @@ static void run_level(const char *url, struct curl_slist *hdrs, const struct buf
     r->mark = -1;
     CURLM *m = curl_multi_init();
     int n_slots = concurrency > 0 ? concurrency : MAX_INFLIGHT;
+    /* keep every connection a burst opened: closing and reopening them costs
+     * the client CPU and fills the port space with TIME_WAIT sockets */
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)n_slots);
     struct slot *slots = calloc((size_t)n_slots, sizeof *slots);
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     double start = now_s(), end = start + seconds, next_arrival = start;

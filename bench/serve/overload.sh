@@ -66,9 +66,7 @@ trap cleanup EXIT
 fails=0
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 ok() { echo "ok   $*"; }
-run() { echo "+ $*" >&2; "$@"; }
-# jget KEY FILE: a top-level number from kiln perf's JSON line
-jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2" | head -1; }
+. "$here/lib.sh"
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # ---- the repository ------------------------------------------------------------
@@ -94,39 +92,20 @@ else
          \"instance_group\": {\"count\": $ncores, \"cores\": 1}}" > "$work/repo/m/config.json"
 fi
 
-# start_server LOG: sets pid and url
-start_server() {
-  local log=$1
-  echo "+ $kiln serve --model-repository $work/repo --http-port 0 > $log" >&2
-  "$kiln" serve --model-repository "$work/repo" --http-port 0 >"$log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 600); do
-    grep -q "kiln serve: ready" "$log" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "FAIL server did not start"; exit 1; }
-    sleep 0.1
-  done
-  grep -q "kiln serve: ready" "$log" || { cat "$log"; echo "FAIL server not ready after 60 s"; exit 1; }
-  local port
-  port=$(sed -n 's/^kiln serve: listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$log")
-  url=http://127.0.0.1:$port
-}
-
 # ---- capacity -------------------------------------------------------------------
-start_server "$work/serve1.log"
+start_server "$work/repo" "$work/serve1.log"
 run "$kiln" perf --url "$url" --model m --binary --concurrency $conc --seconds "$cap_s" --warmup 0.5 \
   --json "$work/cap.json" >"$work/cap.txt" || true
 cat "$work/cap.txt"
 capacity=$(jget throughput "$work/cap.json")
 [ -n "$capacity" ] && [ "$capacity" != null ] || { echo "FAIL no capacity figure"; exit 1; }
-kill -TERM "$pid"
-rc=0; wait "$pid" || rc=$?
-pid=
+rc=0; stop_server || rc=$?
 [ "$rc" = 0 ] || fail "server exit status $rc after the capacity run"
 rate=$(awk -v c="$capacity" -v f="$factor" 'BEGIN { printf "%.0f", c * f }')
 echo "# capacity $capacity requests/s (closed loop, concurrency $conc); offering ${factor}x = $rate requests/s"
 
 # ---- overload, then SIGTERM under load ----------------------------------------------
-start_server "$work/serve2.log"
+start_server "$work/repo" "$work/serve2.log"
 rss0=$(rss_kb "$pid")
 ( while kill -0 "$pid" 2>/dev/null; do rss_kb "$pid"; sleep 1; done ) >"$work/rss.txt" &
 rss_pid=$!
