@@ -9,7 +9,11 @@
  * cannot hide its queueing by slowing the client down (coordinated omission).
  *
  * Per level: throughput, p50/p90/p95/p99 latency, errors, and the server's
- * own view (average batch, queue and compute time) from its statistics API.
+ * own view (average batch, queue and compute time) from its statistics API;
+ * then every HTTP status with its own latencies (a quick 503 and a slow 200
+ * must not blur), transport failures by kind (refused apart: after a
+ * server's shutdown it means "never accepted"), and, after SIGUSR1, the
+ * responses completed after that mark. --json appends the same per level.
  */
 #define _GNU_SOURCE
 #include "cmd.h"
