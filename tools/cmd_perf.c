@@ -289,8 +289,8 @@ static void outcomes_sort(struct outcomes *o) {
                 long c = o->code[i]; o->code[i] = o->code[j]; o->code[j] = c;
                 struct lat t = o->by_code[i]; o->by_code[i] = o->by_code[j]; o->by_code[j] = t;
             }
-    for (int i = 0; i < o->n_codes; i++)
-        qsort(o->by_code[i].v, (size_t)o->by_code[i].n, sizeof(double), cmp_d);
+    for (int i = 0; i < o->n_codes; i++)   /* qsort wants a non-NULL base even for 0 items */
+        if (o->by_code[i].n > 1) qsort(o->by_code[i].v, (size_t)o->by_code[i].n, sizeof(double), cmp_d);
 }
 
 static void outcomes_free(struct outcomes *o) {
@@ -412,7 +412,7 @@ static void run_level(const char *url, struct curl_slist *hdrs, const struct buf
     curl_multi_cleanup(m);
     outcomes_sort(&r->all);
     outcomes_sort(&r->after);
-    qsort(r->lag.v, (size_t)r->lag.n, sizeof(double), cmp_d);
+    if (r->lag.n > 1) qsort(r->lag.v, (size_t)r->lag.n, sizeof(double), cmp_d);
 }
 
 /* Server-side counters from GET .../stats (0 when unavailable). */
