@@ -216,6 +216,8 @@ typedef struct kiln_session_options {
     int32_t  pin_cpus[KILN_MAX_PIN_CPUS];
     int32_t  reference_kernels; /* 1 = portable reference kernels only (test oracle) */
     int32_t  profile;           /* 1 = time every step (see kiln_session_profile) */
+    int32_t  activation_layout; /* convolution activations: 0 = best for this CPU, 1 = plain
+                                   NCHW, 2 = channels-last NHWC, 3 = blocked nChw8c */
 } kiln_session_options;
 
 kiln_session_options kiln_session_options_default(void);

@@ -337,7 +337,7 @@ static void check_residual_plan(const kiln_model *m, const int64_t *d) {
         const struct kiln_value *y = &pl->vals[n->outputs[0]];
         CHECK(r->layout == y->layout, "step %s: residual layout %d, output %d", n->name, r->layout,
               y->layout);
-        cl_res += r->layout == KILN_LAYOUT_CHANNELS_LAST;
+        cl_res += r->layout != KILN_LAYOUT_PLAIN; /* channels-last or blocked, by CPU */
         CHECK(st->kernel.fused_activation || !n->act.kind, "step %s: act not a post-op", n->name);
     }
     CHECK(fused == 3 && cl_res == 2, "fused steps %d, channels-last residuals %d (want 3, 2)", fused,

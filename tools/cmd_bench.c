@@ -32,7 +32,8 @@ static const char USAGE[] =
     "  --seed S            input generator seed (default 1)\n"
     "  --json              one JSON object per line per batch size\n"
     "  --reference         portable reference kernels only\n"
-    "  --profile           after each batch size, print time per op type and the slowest steps\n";
+    "  --profile           after each batch size, print time per op type and the slowest steps\n"
+    "  --layout L          convolution activations: auto (default), plain, nhwc, blocked\n";
 
 #define MAX_BATCHES 64
 #define MAX_SAMPLES (10 * 1000 * 1000)
@@ -41,7 +42,7 @@ struct bench_opts {
     const char *model;
     int64_t batches[MAX_BATCHES];
     int n_batches;
-    int threads, warmup, iters, json, reference, profile;
+    int threads, warmup, iters, json, reference, profile, layout;
     double seconds;
     int64_t int_lo, int_hi;
     uint64_t seed;
@@ -163,6 +164,15 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
             o->seed = (uint64_t)v;
         } else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--profile")) o->profile = 1;
+        else if (!strcmp(a, "--layout") && i + 1 < argc) {
+            const char *l = argv[++i];
+            o->layout = !strcmp(l, "auto") ? 0 : !strcmp(l, "plain") ? 1 : !strcmp(l, "nhwc") ? 2
+                      : !strcmp(l, "blocked") ? 3 : -1;
+            if (o->layout < 0) {
+                fprintf(stderr, "kiln bench: --layout takes auto, plain, nhwc or blocked\n");
+                return -1;
+            }
+        }
         else if (!strcmp(a, "--reference")) o->reference = 1;
         else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "kiln bench: unknown option '%s'\n", a);
@@ -318,6 +328,7 @@ int kiln_cmd_bench(int argc, char **argv) {
     so.n_threads = o.threads;
     so.reference_kernels = o.reference;
     so.profile = o.profile;
+    so.activation_layout = o.layout;
     kiln_session *s = NULL;
     t0 = tf_now_ms();
     if (kiln_session_create(m, &so, &s, &err)) {

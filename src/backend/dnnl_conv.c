@@ -48,9 +48,11 @@ static dnnl_format_tag_t plain_tag(int32_t nsp) {
     return nsp == 1 ? dnnl_ncw : nsp == 2 ? dnnl_nchw : dnnl_ncdhw;
 }
 
-static dnnl_format_tag_t act_tag(int32_t nsp, int32_t channels_last) {
-    if (!channels_last) return plain_tag(nsp);
-    return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+/* layout: enum kiln_layout of the activation */
+static dnnl_format_tag_t act_tag(int32_t nsp, int32_t layout) {
+    if (layout == KILN_LAYOUT_CHANNELS_LAST) return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+    if (layout == KILN_LAYOUT_BLOCKED8) return nsp == 1 ? dnnl_nCw8c : nsp == 2 ? dnnl_nChw8c : dnnl_nCdhw8c;
+    return plain_tag(nsp);
 }
 
 /* Maps a oneDNN failure to a kiln status. */

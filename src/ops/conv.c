@@ -547,8 +547,8 @@ static kiln_status conv_prepare_common(const struct kiln_node *n, struct kiln_ex
         .N = g.N, .C = g.C, .M = g.M, .G = g.G,
         .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta,
         .sum = n->sum_input != 0,
-        .src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST,
-        .dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST};
+        .src_cl = in[0]->layout,
+        .dst_cl = out[0]->layout};
     for (int32_t i = 0; i < g.nsp; i++) {
         sh.in[i] = g.in[i]; sh.out[i] = g.out[i]; sh.k[i] = g.k[i];
         sh.s[i] = g.s[i]; sh.d[i] = g.d[i]; sh.pb[i] = g.pb[i]; sh.pe[i] = g.pe[i];
@@ -837,8 +837,8 @@ static kiln_status pool_prepare_geom(const struct kiln_node *n, const struct geo
                                      struct kiln_kernel *k, kiln_error *err) {
     if (g->nsp > KILN_DNNL_MAX_SP || g->N * g->C == 0 || prod(g->in, g->nsp) == 0) return KILN_OK;
     struct kiln_dnnl_pool_shape sh = {.nsp = g->nsp, .alg = alg, .N = g->N, .C = g->C,
-                                      .src_cl = src->layout == KILN_LAYOUT_CHANNELS_LAST,
-                                      .dst_cl = dst->layout == KILN_LAYOUT_CHANNELS_LAST};
+                                      .src_cl = src->layout,
+                                      .dst_cl = dst->layout};
     for (int32_t i = 0; i < g->nsp; i++) {
         int64_t dk = (g->k[i] - 1) * g->d[i] + 1;
         sh.in[i] = g->in[i]; sh.out[i] = g->out[i]; sh.k[i] = g->k[i];

@@ -473,7 +473,7 @@ static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
     for (int32_t j = ni; !rs && j < ni + no; j++) {
         int32_t v = n->outputs[j - ni];
         if (v >= 0 && st->cl_tmp[j])
-            kiln_layout_to_channels_last(&p->vals[v], st->cl_tmp[j], p->vals[v].data);
+            kiln_layout_from_plain(&p->vals[v], st->cl_tmp[j], p->vals[v].data);
     }
     free(local);
     if (rs && err && !strstr(err->msg, n->name))
@@ -577,6 +577,7 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor *inputs, int32_t
         s->plans[0] = p;
     } else {
         struct kiln_plan_options po = {.prepare = !s->opts.reference_kernels,
+                                       .activation_layout = s->opts.activation_layout,
                                        .max_arena_bytes = m->opts.max_arena_bytes,
                                        .max_tensor_bytes = m->opts.max_tensor_bytes,
                                        .label = m->label};
