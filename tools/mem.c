@@ -22,6 +22,7 @@ static void add_field(const char *line, struct kiln_mem *m) {
         {"Rss:", offsetof(struct kiln_mem, rss_kb)},
         {"Pss:", offsetof(struct kiln_mem, pss_kb)},
         {"Shared_Clean:", offsetof(struct kiln_mem, shared_clean_kb)},
+        {"Shared_Dirty:", offsetof(struct kiln_mem, shared_dirty_kb)},
         {"Private_Clean:", offsetof(struct kiln_mem, private_clean_kb)},
         {"Anonymous:", offsetof(struct kiln_mem, anon_kb)},
     };

@@ -14,6 +14,7 @@ struct kiln_mem {
     int64_t rss_kb;            /* -1 when unknown */
     int64_t pss_kb;            /* -1 when unknown (kernels before 4.14 lack smaps_rollup) */
     int64_t shared_clean_kb;   /* pages also mapped by another process, unmodified */
+    int64_t shared_dirty_kb;   /* the same, dirty (e.g. tmpfs pages, which are never clean) */
     int64_t private_clean_kb;
     int64_t anon_kb;
     int32_t n_maps;            /* mappings summed (mem_read_file_mapping) */
