@@ -303,6 +303,7 @@ static void same_outputs(const char *onnx, const char *plan, const char *name) {
     if (n_in < 0 || n_out > 16 || n_out != kiln_model_n_outputs(m[1])) goto done;
     for (int k = 0; k < 2; k++)
         if (!EXPECT_OK(paths[k], kiln_session_run(s[k], ins, n_in, outs[k], n_out, &err), &err)) goto done;
+    int32_t n_same = 0;
     for (int32_t o = 0; o < n_out; o++) {
         const kiln_tensor *a = &outs[0][o], *b = &outs[1][o];
         int same_shape = a->dtype == b->dtype && a->rank == b->rank && a->nbytes == b->nbytes &&
@@ -316,9 +317,10 @@ static void same_outputs(const char *onnx, const char *plan, const char *name) {
                 double d = fabs((double)((const float *)a->data)[i] - (double)((const float *)b->data)[i]);
                 if (d > maxd) maxd = d;
             }
+        n_same += same;
         CHECK(same, "%s: output %d (%s): .kiln and .onnx differ (max |diff| %g)", name, o, a->name, maxd);
     }
-    printf("%s: .kiln vs .onnx: %d of %d outputs bit-identical\n", name, n_out, n_out);
+    printf("%s: .kiln vs .onnx: %d of %d outputs bit-identical\n", name, n_same, n_out);
 done:
     if (n_in > 0) free_inputs(ins, n_in);
     for (int k = 0; k < 2; k++) {
