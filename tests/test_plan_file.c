@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- models --------------------------------------------------------------- */
 
@@ -110,7 +111,7 @@ static const struct {
 /* Compiles model k to dir/NAME.kiln; returns the file's bytes (malloc'ed). */
 static uint8_t *make_plan(size_t k, const char *dir, size_t *len) {
     og_model *om = MODELS[k].make();
-    char path[4096];
+    char path[4096], onnx[4096];
     snprintf(path, sizeof path, "%s/%s.onnx", dir, MODELS[k].name);
     int w = og_model_save(om, path);
     og_model_free(om);
@@ -122,6 +123,8 @@ static uint8_t *make_plan(size_t k, const char *dir, size_t *len) {
     snprintf(path, sizeof path, "%s/%s.kiln", dir, MODELS[k].name);
     s = kiln_model_save_plan(m, path, NULL, 0, &err);
     kiln_model_free(m);
+    snprintf(onnx, sizeof onnx, "%s/%s.onnx", dir, MODELS[k].name);
+    unlink(onnx);   /* only plans in the folder: it doubles as fuzz_plan's corpus */
     if (!EXPECT_OK(path, s, &err)) return NULL;
     return kt_read_file(path, len);
 }
