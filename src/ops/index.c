@@ -147,6 +147,7 @@ static kiln_status exec_gather(const struct kiln_node *n, struct kiln_exec_ctx *
     const char *src = x->data;
     char *dst = out[0]->data;
     int64_t total = outer * m;
+    if (total == 0 || inner == 0) return KILN_OK; /* empty tensors may have no storage */
 #pragma omp parallel for num_threads(n_threads(ctx)) if (total * inner > PAR_BYTES)
     for (int64_t t = 0; t < total; t++) {
         int64_t o = t / m, j = idx_at(ix, t % m);

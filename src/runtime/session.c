@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,8 +411,11 @@ static kiln_status run_subgraph(struct kiln_exec_ctx *ctx, const struct kiln_gra
 static void bind_plan(struct kiln_plan *p, const struct kiln_graph *g, uint8_t *arena,
                       const struct kiln_value *inputs) {
     for (int32_t i = 0; i < g->n_inputs; i++) p->vals[g->inputs[i]].data = inputs[i].data;
+    /* empty values get a valid address too: kernels may hand it to memcpy with size 0 */
+    static const max_align_t empty_storage;
     for (int32_t v = 0; v < p->n_values; v++)
-        if (p->kind[v] == KILN_VK_ARENA) p->vals[v].data = arena + p->offset[v];
+        if (p->kind[v] == KILN_VK_ARENA)
+            p->vals[v].data = p->vals[v].nbytes ? arena + p->offset[v] : (void *)&empty_storage;
     for (int32_t v = 0; v < p->n_values; v++)
         if (p->kind[v] == KILN_VK_ALIAS) {
             int32_t r = v;
