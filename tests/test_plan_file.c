@@ -362,6 +362,9 @@ static void crafted(const char *name, const uint8_t *good, size_t len, const cha
     CASE("meta_len 2^64-1", put_u64(b, HDR_AT(meta_len), UINT64_MAX));
     CASE("meta_len past the weights", put_u64(b, HDR_AT(meta_len), h.weights_off - h.meta_off + 1));
     CASE("meta_len short by one", put_u64(b, HDR_AT(meta_len), h.meta_len - 1));
+    /* the graph parses, then a stray (padding) byte follows it: refused, nothing leaked */
+    if (h.meta_off + h.meta_len < h.weights_off)
+        CASE("stray byte after the graph", put_u64(b, HDR_AT(meta_len), h.meta_len + 1));
     CASE("weights_off not page aligned", put_u64(b, HDR_AT(weights_off), h.weights_off + 64));
     CASE("weights_off past the end", put_u64(b, HDR_AT(weights_off), h.weights_off + 1024 * 4096));
     CASE("weights_off 2^64-4096", put_u64(b, HDR_AT(weights_off), UINT64_MAX - 4095));

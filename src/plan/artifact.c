@@ -522,10 +522,12 @@ kiln_status kiln_artifact_parse(const uint8_t *data, size_t len, const char *lab
     struct rbuf b = {.p = data + h.meta_off, .len = (size_t)h.meta_len,
                      .weights = data + h.weights_off, .weights_len = (size_t)h.weights_len,
                      .label = label};
-    struct kiln_graph *g;
-    if (!r_graph(&b, NULL, &g) || b.off != b.len)
+    struct kiln_graph *g = NULL;
+    if (!r_graph(&b, NULL, &g) || b.off != b.len) {
+        kiln_graph_free(g);   /* a graph followed by stray bytes: parsed, then refused */
         return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (graph section invalid near byte %zu)",
                          label, (size_t)h.meta_off + b.off);
+    }
     out->graph = g;
     out->header = h;
     return KILN_OK;
