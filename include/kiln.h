@@ -149,7 +149,7 @@ typedef struct kiln_load_options {
     uint32_t size;              /* sizeof(kiln_load_options): lets the struct grow */
     uint64_t max_tensor_bytes;  /* largest tensor a plan may hold (0 = default 4 GiB) */
     uint64_t max_arena_bytes;   /* memory limit for one session's activations (0 = 16 GiB) */
-    int32_t  no_optimize;       /* 1: skip graph passes (BN folding, activation fusion, DCE) */
+    int32_t  no_optimize;       /* 1: skip the graph passes (docs/passes.md) */
 } kiln_load_options;
 
 kiln_load_options kiln_load_options_default(void);

@@ -197,10 +197,13 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     c->has_bias = sh->has_bias;
     DN(dnnl_primitive_attr_create(&attr), "attr create");
     DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attr");
-    if (sh->act != KILN_ACT_NONE) {
+    if (sh->act != KILN_ACT_NONE || sh->sum) {
         dnnl_post_ops_t po = NULL;
         DN(dnnl_post_ops_create(&po), "post-ops");
-        bool ok = append_activation(po, sh->act, sh->act_alpha, sh->act_beta);
+        /* sum first: act(conv + residual), the order the executor's reference uses */
+        bool ok = !sh->sum || !dnnl_post_ops_append_sum(po, 1.0f);
+        if (ok && sh->act != KILN_ACT_NONE)
+            ok = append_activation(po, sh->act, sh->act_alpha, sh->act_beta);
         st = ok ? dnnl_primitive_attr_set_post_ops(attr, po) : dnnl_unimplemented;
         dnnl_post_ops_destroy(po);
         if (st == dnnl_unimplemented) goto none;

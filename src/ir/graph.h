@@ -106,6 +106,10 @@ struct kiln_node {
     struct kiln_attr *attrs;
     const struct kiln_op_def *op;   /* NULL when unsupported */
     struct kiln_activation act;     /* fused activation on output 0 */
+    /* Residual sum fused into a Conv (fuse-residual pass): 0 = none, else the
+     * index of the input added to the result before `act` (always 3:
+     * Conv(X, W, B?, R) = act(conv + R)). Inputs 0..2 keep their ONNX meaning. */
+    int32_t  sum_input;
     int32_t  index;            /* position in graph->nodes */
 };
 

@@ -99,6 +99,10 @@ struct kiln_exec_ctx {
     /* Model-wide cache for buffers derived from constant weights (packed
      * layouts): every session of the model shares them. May be NULL. */
     struct kiln_wcache *wcache;
+    /* Limits for dynamic execution, where sizes are only known as nodes run:
+     * one tensor, and all live intermediate tensors together (0 = none). */
+    uint64_t max_tensor_bytes, max_live_bytes;
+    uint64_t *live_bytes;          /* executor-private: bytes held by dynamic frames (shared by copies) */
 };
 
 /* Registry */

@@ -118,6 +118,7 @@ static void w_graph(struct wbuf *m, struct wbuf *wts, const struct kiln_graph *g
         w_i32(m, n->act.kind);
         w_f32(m, n->act.alpha);
         w_f32(m, n->act.beta);
+        w_i32(m, n->sum_input);   /* since version 2 */
         w_u32(m, (uint32_t)n->n_attrs);
         for (int32_t a = 0; a < n->n_attrs; a++) {
             const struct kiln_attr *at = &n->attrs[a];
@@ -415,7 +416,11 @@ static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph
         }
         int32_t ak;
         if (!r_i32(b, &ak) || ak < 0 || ak > KILN_ACT_TANH || !r_f32(b, &n->act.alpha) ||
-            !r_f32(b, &n->act.beta) || !r_u32(b, &na) || na > 4096)
+            !r_f32(b, &n->act.beta) || !r_i32(b, &n->sum_input) || !r_u32(b, &na) || na > 4096)
+            goto fail;
+        /* a fused residual is input 3 of a Conv that has it (checked again by Conv's infer) */
+        if (n->sum_input && (n->sum_input != 3 || n->n_inputs != 4 || n->inputs[3] < 0 ||
+                             strcmp(n->op_type, "Conv") || *n->domain))
             goto fail;
         n->act.kind = (enum kiln_act_kind)ak;
         n->attrs = calloc(na ? na : 1, sizeof *n->attrs);

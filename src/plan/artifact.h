@@ -5,7 +5,7 @@
 #include "ir/graph.h"
 
 #define KILN_ARTIFACT_MAGIC "KILNPLAN"
-#define KILN_ARTIFACT_VERSION 1u
+#define KILN_ARTIFACT_VERSION 2u   /* 2: nodes carry sum_input (fused residual) */
 #define KILN_ARTIFACT_MAX_BATCHES 16
 
 /* Fixed-size header at offset 0, little-endian. */

@@ -205,8 +205,22 @@ static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g) {
         for (int32_t si = 0; si < p->n_steps; si++) {
             const struct kiln_node *n = &g->nodes[p->steps[si].node];
             if (is_cl_op(n)) {
-                for (int32_t j = 1; j < n->n_inputs; j++) demote(L, n->inputs[j], &changed);
+                for (int32_t j = 1; j < n->n_inputs; j++)
+                    if (j != n->sum_input) demote(L, n->inputs[j], &changed);
                 for (int32_t j = 1; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
+                if (n->sum_input) {
+                    /* a fused residual is summed into the output in place, so it must
+                     * share the output's shape and layout, else both go plain */
+                    int32_t r = n->inputs[n->sum_input], o = n->outputs[0];
+                    const struct kiln_value *rv = &p->vals[r], *ov = &p->vals[o];
+                    bool same = rv->rank == ov->rank && rv->dtype == ov->dtype;
+                    for (int32_t d = 0; same && d < rv->rank; d++) same = rv->dims[d] == ov->dims[d];
+                    if (!same) demote(L, r, &changed);
+                    if (L[r] != L[o]) {
+                        demote(L, r, &changed);
+                        demote(L, o, &changed);
+                    }
+                }
             } else if (eltwise_agnostic(p, n)) {
                 bool all = L[n->outputs[0]];
                 for (int32_t j = 0; j < n->n_inputs; j++)

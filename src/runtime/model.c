@@ -128,8 +128,7 @@ kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const in
     struct kiln_artifact_info info = {.precision = "fp32",
                                       .n_batch_sizes = batch_sizes ? n_batch_sizes : 0,
                                       .batch_sizes = batch_sizes};
-    const char *src = m->from_plan ? NULL : m->label;
-    if (src && !strcmp(src, "<memory>")) src = NULL;
+    const char *src = m->from_plan || m->from_buffer ? NULL : m->label;
     return kiln_artifact_write(m->onnx.graph, src, &info, path, err);
 }
 
@@ -165,7 +164,9 @@ kiln_status kiln_model_load_buffer(const void *data, size_t size, const char *la
     kiln_error_clear(err);
     if (!data || !out) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_load_buffer: NULL argument");
     *out = NULL;
-    return load_common(data, size, NULL, label ? label : "<memory>", opts, out, err);
+    kiln_status s = load_common(data, size, NULL, label ? label : "<memory>", opts, out, err);
+    if (!s) (*out)->from_buffer = true;
+    return s;
 }
 
 void kiln_model_free(kiln_model *m) {

@@ -239,6 +239,7 @@ static struct kiln_value *frame_lookup(struct frame *f, int32_t id) {
 
 static void frame_release(struct frame *f, int32_t id) {
     if (f->owned[id] && --f->uses[id] <= 0) {
+        if (f->ctx->live_bytes) *f->ctx->live_bytes -= f->vals[id].nbytes;
         free(f->vals[id].data);
         f->vals[id].data = NULL;
         f->owned[id] = 0;
@@ -285,6 +286,7 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
                 if (outv[j]) {
                     f->owned[n->outputs[j]] = 1;
                     f->uses[n->outputs[j]] = g->values[n->outputs[j]].n_consumers;
+                    if (ctx->live_bytes) *ctx->live_bytes += outv[j]->nbytes;
                 }
             for (int32_t j = 0; j < n->n_inputs; j++)
                 if (n->inputs[j] >= 0 && g->values[n->inputs[j]].outer < 0) frame_release(f, n->inputs[j]);
@@ -308,9 +310,24 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
         for (int32_t j = 0; j < n->n_outputs; j++) {
             if (!outv[j]) continue;
             size_t bytes;
-            if (!kiln_value_bytes(outv[j], &bytes) || bytes > (64ull << 30))
-                return kiln_fail(err, KILN_ERR_LIMIT, "%s: node '%s' output %d is too large",
-                                 ctx->model_label, n->name, j);
+            bool fits = kiln_value_bytes(outv[j], &bytes);
+            if (!fits || (ctx->max_tensor_bytes && bytes > ctx->max_tensor_bytes)) {
+                char sh[256];
+                kiln_shape_str(outv[j], sh, sizeof sh);
+                return kiln_fail(err, KILN_ERR_LIMIT,
+                                 "%s: node '%s' (%s) output %d has shape %s, over the tensor size "
+                                 "limit of %llu bytes",
+                                 ctx->model_label, n->name, n->op_type, j, sh,
+                                 (unsigned long long)ctx->max_tensor_bytes);
+            }
+            if (ctx->max_live_bytes && ctx->live_bytes && *ctx->live_bytes + bytes > ctx->max_live_bytes)
+                return kiln_fail(err, KILN_ERR_LIMIT,
+                                 "%s: node '%s' (%s): live activations would reach %llu bytes, "
+                                 "over the memory limit of %llu bytes",
+                                 ctx->model_label, n->name, n->op_type,
+                                 (unsigned long long)(*ctx->live_bytes + bytes),
+                                 (unsigned long long)ctx->max_live_bytes);
+            if (ctx->live_bytes) *ctx->live_bytes += bytes;
             outv[j]->nbytes = bytes;
             outv[j]->data = kiln_aligned_alloc(bytes);
             if (!outv[j]->data)
@@ -341,7 +358,10 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
 static void frame_free(struct frame *f) {
     if (f->vals)
         for (int32_t i = 0; i < f->g->n_values; i++)
-            if (f->owned[i]) free(f->vals[i].data);
+            if (f->owned[i]) {
+                if (f->ctx->live_bytes) *f->ctx->live_bytes -= f->vals[i].nbytes;
+                free(f->vals[i].data);
+            }
     free(f->vals);
     free(f->owned);
     free(f->uses);
@@ -527,11 +547,15 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor *inputs, int32_t
 
     omp_set_num_threads(s->n_threads);
     pin_threads(&s->opts, s->n_threads);
+    uint64_t live_bytes = 0;
     struct kiln_exec_ctx ctx = {.n_threads = s->n_threads,
                                 .reference_only = s->opts.reference_kernels,
                                 .run_subgraph = run_subgraph,
                                 .model_label = m->label,
-                                .wcache = m->wcache};
+                                .wcache = m->wcache,
+                                .max_tensor_bytes = m->opts.max_tensor_bytes,
+                                .max_live_bytes = m->opts.max_arena_bytes,
+                                .live_bytes = &live_bytes};
 
     /* find or build the plan for these shapes */
     struct kiln_plan *p = NULL;
