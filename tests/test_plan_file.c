@@ -373,7 +373,17 @@ static void crafted(const char *name, const uint8_t *good, size_t len, const cha
     CASE("weights_off past the end", put_u64(b, HDR_AT(weights_off), h.weights_off + 1024 * 4096));
     CASE("weights_off 2^64-4096", put_u64(b, HDR_AT(weights_off), UINT64_MAX - 4095));
     CASE("weights_len 2^64-1", put_u64(b, HDR_AT(weights_len), UINT64_MAX));
-    CASE("weights_len past the end", put_u64(b, HDR_AT(weights_len), h.weights_len + 1));
+    /* with a packed-weights section after it, a longer weight section only
+     * reaches into the padding before that section: still valid */
+    if (!h.n_packed) CASE("weights_len past the end", put_u64(b, HDR_AT(weights_len), h.weights_len + 1));
+    if (h.n_packed) {
+        CASE("packed_off not page aligned", put_u64(b, HDR_AT(packed_off), h.packed_off + 64));
+        CASE("packed_off past the end", put_u64(b, HDR_AT(packed_off), h.packed_off + 4096));
+        CASE("packed_off inside the weights", put_u64(b, HDR_AT(packed_off), h.weights_off));
+        CASE("packed_len past the end", put_u64(b, HDR_AT(packed_len), h.packed_len + 1));
+        CASE("n_packed huge", put_u32(b, HDR_AT(n_packed), 0xffffffffu));
+        CASE("n_packed beyond the index", put_u32(b, HDR_AT(n_packed), h.n_packed + 1000));
+    }
     CASE("n_batch_sizes huge", put_u32(b, HDR_AT(n_batch_sizes), 0xFFFFFFFFu));
     /* a plan cut short, with file_size agreeing: the graph section is short */
     CASE("cut with consistent file_size", blen = (size_t)(h.meta_off + h.meta_len / 2);

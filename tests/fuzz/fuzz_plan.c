@@ -51,6 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     kiln_graph_free(a.graph);
+    kiln_artifact_unmap(&a);   /* a.map is NULL: frees only the packed-weights index */
     free(buf);
 
     /* it parses: load it as a file, and run it */
