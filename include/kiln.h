@@ -178,6 +178,11 @@ int32_t     kiln_model_n_inputs(const kiln_model *m);
 int32_t     kiln_model_n_outputs(const kiln_model *m);
 kiln_status kiln_model_input(const kiln_model *m, int32_t i, kiln_tensor_info *info);
 kiln_status kiln_model_output(const kiln_model *m, int32_t i, kiln_tensor_info *info);
+/* Output i's shape inferred through the graph in terms of the inputs'
+ * symbolic dims, e.g. "[batch,1000]" or "[N,1,H,W]"; a dim that is a product
+ * of symbols or depends on data is "?". Written into buf (n bytes). */
+kiln_status kiln_model_output_shape_symbolic(const kiln_model *m, int32_t i, char *buf, size_t n,
+                                             kiln_error *err);
 /* Default-domain opset the model imports (0 if none). */
 int64_t     kiln_model_opset(const kiln_model *m);
 

@@ -69,6 +69,8 @@ enum kiln_op_flags {
     KILN_OP_INPLACE     = 1 << 1,  /* output 0 may share input 0's buffer (same size, elementwise) */
     KILN_OP_NO_FOLD     = 1 << 2,  /* never evaluate at plan time (random, huge outputs) */
     KILN_OP_SUBGRAPH    = 1 << 3,  /* runs subgraphs (If/Loop/Scan): always dynamic */
+    KILN_OP_SHAPE_ONLY  = 1 << 4,  /* reads only its inputs' shapes (Shape, Size): folds at
+                                      plan time even when the input data are not known */
 };
 
 struct kiln_op_def {

@@ -282,6 +282,54 @@ static bool valid_id(const struct kiln_graph *g, int32_t id, bool optional) {
     return (optional && id == -1) || (id >= 0 && id < g->n_values);
 }
 
+/* What the ONNX importer guarantees and the planner relies on, checked again
+ * because a plan file is untrusted: a value is at most one of constant, graph
+ * input or outer reference; the input list holds each input value exactly
+ * once; nodes come in topological order, each value is written by at most one
+ * node and never one that is a constant, input or outer reference; a value is
+ * defined before any node (or subgraph of a node) reads it; graph outputs are
+ * defined. */
+static bool valid_structure(const struct kiln_graph *g) {
+    uint8_t *def = calloc((size_t)g->n_values + 1, 1);   /* 1: defined, 2: listed input */
+    if (!def) return false;
+    bool ok = false;
+    int32_t n_flagged = 0;
+    for (int32_t v = 0; v < g->n_values; v++) {
+        const struct kiln_value_info *vi = &g->values[v];
+        if ((vi->is_const ? 1 : 0) + (vi->is_input ? 1 : 0) + (vi->outer >= 0 ? 1 : 0) > 1) goto done;
+        if (vi->is_const || vi->outer >= 0) def[v] = 1;
+        n_flagged += vi->is_input;
+    }
+    for (int32_t i = 0; i < g->n_inputs; i++) {
+        int32_t v = g->inputs[i];
+        if (!g->values[v].is_input || def[v]) goto done;
+        def[v] = 2;
+    }
+    if (n_flagged != g->n_inputs) goto done;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *n = &g->nodes[i];
+        for (int32_t j = 0; j < n->n_inputs; j++)
+            if (n->inputs[j] >= 0 && !def[n->inputs[j]]) goto done;
+        for (int32_t a = 0; a < n->n_attrs; a++) {
+            const struct kiln_graph *sg = n->attrs[a].type == KILN_ATTR_GRAPH ? n->attrs[a].g : NULL;
+            for (int32_t v = 0; sg && v < sg->n_values; v++)
+                if (sg->values[v].outer >= 0 && !def[sg->values[v].outer]) goto done;
+        }
+        for (int32_t j = 0; j < n->n_outputs; j++) {
+            int32_t v = n->outputs[j];
+            if (v < 0) continue;
+            if (def[v]) goto done;
+            def[v] = 1;
+        }
+    }
+    for (int32_t i = 0; i < g->n_outputs; i++)
+        if (!def[g->outputs[i]]) goto done;
+    ok = true;
+done:
+    free(def);
+    return ok;
+}
+
 static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph **out) {
     *out = NULL;
     if (++b->depth > 32) return false;
@@ -419,12 +467,7 @@ static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph
         n->op = kiln_op_lookup(n->domain, n->op_type, n->opset);
     }
     kiln_graph_recount(g);
-    /* every non-constant, non-input value must have a producer (or be an outer reference) */
-    for (int32_t v = 0; v < g->n_values; v++) {
-        const struct kiln_value_info *vi = &g->values[v];
-        if (!vi->is_const && !vi->is_input && vi->outer < 0 && vi->producer < 0 && vi->n_consumers)
-            goto fail;
-    }
+    if (!valid_structure(g)) goto fail;
     b->depth--;
     *out = g;
     return true;
@@ -484,10 +527,12 @@ kiln_status kiln_artifact_parse(const uint8_t *data, size_t len, const char *lab
     struct rbuf b = {.p = data + h.meta_off, .len = (size_t)h.meta_len,
                      .weights = data + h.weights_off, .weights_len = (size_t)h.weights_len,
                      .label = label};
-    struct kiln_graph *g;
-    if (!r_graph(&b, NULL, &g) || b.off != b.len)
+    struct kiln_graph *g = NULL;
+    if (!r_graph(&b, NULL, &g) || b.off != b.len) {
+        kiln_graph_free(g);   /* a graph followed by stray bytes: parsed, then refused */
         return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (graph section invalid near byte %zu)",
                          label, (size_t)h.meta_off + b.off);
+    }
     out->graph = g;
     out->header = h;
     return KILN_OK;

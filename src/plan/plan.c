@@ -458,11 +458,13 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
         }
         const struct kiln_value **in = p->io_in;
         struct kiln_value **outv = p->io_out;
-        bool all_known = true;
+        /* Shape and Size need only shapes, which planning always knows: this is
+         * what folds Shape -> Gather -> Concat -> Reshape chains */
+        bool all_known = true, shape_only = n->op->flags & KILN_OP_SHAPE_ONLY;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];
             in[j] = v >= 0 ? &p->vals[v] : NULL;
-            if (v >= 0 && !data_known(p, v)) all_known = false;
+            if (v >= 0 && !data_known(p, v) && !shape_only) all_known = false;
         }
         for (int32_t j = 0; j < n->n_outputs; j++)
             outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;

@@ -4,6 +4,7 @@
 #include "ops/op.h"
 #include "passes/passes.h"
 #include "base/wcache.h"
+#include "plan/symbolic.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -276,4 +277,12 @@ static void unsupported_walk(const struct kiln_graph *g, kiln_unsupported_fn fn,
 
 void kiln_model_unsupported(const kiln_model *m, kiln_unsupported_fn fn, void *user) {
     if (m && fn) unsupported_walk(m->onnx.graph, fn, user);
+}
+
+kiln_status kiln_model_output_shape_symbolic(const kiln_model *m, int32_t i, char *buf, size_t n,
+                                             kiln_error *err) {
+    kiln_error_clear(err);
+    if (!m || !buf || !n || i < 0 || i >= m->onnx.graph->n_outputs)
+        return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_output_shape_symbolic: bad argument");
+    return kiln_symbolic_shape(m->onnx.graph, m->onnx.graph->outputs[i], buf, n, err);
 }
