@@ -149,7 +149,7 @@ typedef struct kiln_load_options {
     uint32_t size;              /* sizeof(kiln_load_options): lets the struct grow */
     uint64_t max_tensor_bytes;  /* largest tensor a plan may hold (0 = default 4 GiB) */
     uint64_t max_arena_bytes;   /* memory limit for one session's activations (0 = 16 GiB) */
-    int32_t  no_optimize;       /* 1: skip graph passes (BN folding, activation fusion, DCE) */
+    int32_t  no_optimize;       /* 1: skip the graph passes (docs/passes.md) */
 } kiln_load_options;
 
 kiln_load_options kiln_load_options_default(void);
@@ -178,6 +178,11 @@ int32_t     kiln_model_n_inputs(const kiln_model *m);
 int32_t     kiln_model_n_outputs(const kiln_model *m);
 kiln_status kiln_model_input(const kiln_model *m, int32_t i, kiln_tensor_info *info);
 kiln_status kiln_model_output(const kiln_model *m, int32_t i, kiln_tensor_info *info);
+/* Output i's shape inferred through the graph in terms of the inputs'
+ * symbolic dims, e.g. "[batch,1000]" or "[N,1,H,W]"; a dim that is a product
+ * of symbols or depends on data is "?". Written into buf (n bytes). */
+kiln_status kiln_model_output_shape_symbolic(const kiln_model *m, int32_t i, char *buf, size_t n,
+                                             kiln_error *err);
 /* Default-domain opset the model imports (0 if none). */
 int64_t     kiln_model_opset(const kiln_model *m);
 
@@ -216,6 +221,8 @@ typedef struct kiln_session_options {
     int32_t  pin_cpus[KILN_MAX_PIN_CPUS];
     int32_t  reference_kernels; /* 1 = portable reference kernels only (test oracle) */
     int32_t  profile;           /* 1 = time every step (see kiln_session_profile) */
+    int32_t  activation_layout; /* convolution activations: 0 = best for this CPU, 1 = plain
+                                   NCHW, 2 = channels-last NHWC, 3 = blocked nChw8c */
 } kiln_session_options;
 
 kiln_session_options kiln_session_options_default(void);

@@ -10,12 +10,26 @@
  * compare directly: nearest-rank percentiles (sorted[ceil(p/100*n)-1]), dim 0
  * of an input takes the batch size when it is symbolic, `--dim SYM=V` wins,
  * then the shape of test_data_set_0 beside the model, then 128 for dims whose
- * name looks like a sequence length, then 1 (with a warning). */
+ * name looks like a sequence length, then 1 (with a warning).
+ *
+ * --instances N: data parallelism in one process. N sessions of the one model
+ * (sharing its weights and packed-weight cache), each run by its own thread
+ * and pinned to its own group of cores (the affinity mask split evenly), time
+ * the same loop concurrently. A row then reports throughput over all of them
+ * (batch * total runs / wall time) and latency percentiles over every run of
+ * every instance. Memory (RSS, PSS from /proc/self/smaps_rollup) is reported
+ * before load, after load and after running, with the weight bytes and each
+ * session's arena: the target is RSS ~ one copy of the weights + N arenas. */
+#define _GNU_SOURCE   /* sched_getaffinity, CPU_* */
 #include "cmd.h"
 #include "kiln.h"
 #include "tensor_file.h"
 
+#include "mem.h"
+
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +46,11 @@ static const char USAGE[] =
     "  --seed S            input generator seed (default 1)\n"
     "  --json              one JSON object per line per batch size\n"
     "  --reference         portable reference kernels only\n"
-    "  --profile           after each batch size, print time per op type and the slowest steps\n";
+    "  --profile           after each batch size, print time per op type and the slowest steps\n"
+    "  --layout L          convolution activations: auto (default), plain, nhwc, blocked\n"
+    "  --instances N       N sessions of the model on N threads, each pinned to its own cores,\n"
+    "                      timed concurrently; threads per instance = T/N (or cores/N), at least 1\n"
+    "  --price-per-hour USD  machine price: adds the cost per million inferences to each row\n";
 
 #define MAX_BATCHES 64
 #define MAX_SAMPLES (10 * 1000 * 1000)
@@ -41,8 +59,9 @@ struct bench_opts {
     const char *model;
     int64_t batches[MAX_BATCHES];
     int n_batches;
-    int threads, warmup, iters, json, reference, profile;
-    double seconds;
+    int threads, warmup, iters, json, reference, profile, layout;
+    int threads_given, instances;   /* instances 0: one session on the main thread, unpinned */
+    double seconds, price_per_hour;
     int64_t int_lo, int_hi;
     uint64_t seed;
     struct tf_dims dims;
@@ -109,7 +128,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
             } else snprintf(key, sizeof key, "%s", a);
         }
         static const char *with_value[] = {"--batch", "--threads", "--warmup", "--iters", "--seconds",
-                                           "--dim", "--int-range", "--seed"};
+                                           "--dim", "--int-range", "--seed", "--instances",
+                                           "--price-per-hour"};
         int needs = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) needs |= !strcmp(key, with_value[k]);
         if (needs && !val) {
@@ -138,6 +158,15 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
         } else if (!strcmp(key, "--threads")) {   /* 0: all cores, as the default */
             if (parse_int_opt(key, val, 0, 4096, &v)) return -1;
             o->threads = (int)v;
+            o->threads_given = v > 0;
+        } else if (!strcmp(key, "--instances")) {
+            if (parse_int_opt(key, val, 1, KILN_MAX_PIN_CPUS, &v)) return -1;
+            o->instances = (int)v;
+        } else if (!strcmp(key, "--price-per-hour")) {
+            if (tf_parse_f64(val, &o->price_per_hour) || !(o->price_per_hour > 0) || o->price_per_hour > 1e6) {
+                fprintf(stderr, "kiln bench: bad --price-per-hour '%s' (want a price in USD, > 0)\n", val);
+                return -1;
+            }
         } else if (!strcmp(key, "--warmup")) {
             if (parse_int_opt(key, val, 0, 1000000, &v)) return -1;
             o->warmup = (int)v;
@@ -163,6 +192,15 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
             o->seed = (uint64_t)v;
         } else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--profile")) o->profile = 1;
+        else if (!strcmp(a, "--layout") && i + 1 < argc) {
+            const char *l = argv[++i];
+            o->layout = !strcmp(l, "auto") ? 0 : !strcmp(l, "plain") ? 1 : !strcmp(l, "nhwc") ? 2
+                      : !strcmp(l, "blocked") ? 3 : -1;
+            if (o->layout < 0) {
+                fprintf(stderr, "kiln bench: --layout takes auto, plain, nhwc or blocked\n");
+                return -1;
+            }
+        }
         else if (!strcmp(a, "--reference")) o->reference = 1;
         else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "kiln bench: unknown option '%s'\n", a);
@@ -278,15 +316,159 @@ static int make_inputs(const struct bench_opts *o, const kiln_model *m, int64_t 
     return 0;
 }
 
+/* Memory at one point of the run. */
+struct mem_point {
+    struct kiln_mem m;
+    int ok;
+};
+static void mem_take(struct mem_point *p) { p->ok = mem_read(0, &p->m) == 0; }
+
+/* What every row's JSON carries beyond the timings. */
+struct bench_mem {
+    struct mem_point before, loaded, ran;
+    int64_t weights_bytes;
+    uint64_t arena_bytes;      /* largest of the instances' arenas */
+};
+
+static void json_mb(const char *key, int64_t kb) {
+    if (kb < 0) printf(",\"%s\":null", key);
+    else printf(",\"%s\":%.3f", key, r3(mem_mb(kb)));
+}
+
+static double usd_per_million(const struct bench_opts *o, double thr) {
+    return thr > 0 ? o->price_per_hour / 3600.0 / thr * 1e6 : 0;
+}
+
 static void print_json(const struct bench_opts *o, const char *label, const struct row *r,
-                       double load_ms) {
+                       double load_ms, int threads, const struct bench_mem *bm) {
     printf("{\"model\":");
     tf_json_str(stdout, label);
     printf(",\"batch\":%lld,\"threads\":%d,\"mean_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
            "\"p99_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"throughput_per_s\":%.3f,"
-           "\"iters\":%d,\"warmup\":%d,\"first_run_ms\":%.3f,\"load_ms\":%.3f,\"input_shapes\":%s}\n",
-           (long long)r->batch, o->threads, r3(r->mean), r3(r->p50), r3(r->p90), r3(r->p99), r3(r->min),
+           "\"iters\":%d,\"warmup\":%d,\"first_run_ms\":%.3f,\"load_ms\":%.3f,\"input_shapes\":%s",
+           (long long)r->batch, threads, r3(r->mean), r3(r->p50), r3(r->p90), r3(r->p99), r3(r->min),
            r3(r->max), r3(r->thr), r->iters, o->warmup, r3(r->first_run), r3(load_ms), r->shapes_json);
+    printf(",\"instances\":%d", o->instances ? o->instances : 1);
+    json_mb("rss_mb", bm->ran.ok ? bm->ran.m.rss_kb : -1);
+    json_mb("pss_mb", bm->ran.ok ? bm->ran.m.pss_kb : -1);
+    json_mb("anon_mb", bm->ran.ok && bm->ran.m.pss_kb >= 0 ? bm->ran.m.anon_kb : -1);
+    json_mb("rss_before_mb", bm->before.ok ? bm->before.m.rss_kb : -1);
+    json_mb("rss_loaded_mb", bm->loaded.ok ? bm->loaded.m.rss_kb : -1);
+    printf(",\"weights_bytes\":%lld,\"arena_bytes\":%llu", (long long)bm->weights_bytes,
+           (unsigned long long)bm->arena_bytes);
+    if (o->price_per_hour > 0) printf(",\"usd_per_million\":%.6f", usd_per_million(o, r->thr));
+    printf("}\n");
+    fflush(stdout);
+}
+
+/* ---- instances ---------------------------------------------------------- */
+
+struct bench_shared {
+    const struct bench_opts *o;
+    const kiln_tensor *ins;
+    int32_t n_in, n_out;
+    pthread_barrier_t start;   /* instances + the main thread; used when o->instances > 0 */
+};
+
+struct instance {
+    struct bench_shared *sh;
+    kiln_session *s;
+    kiln_tensor *outs;
+    double *lat;
+    int cap, n;
+    int threads, n_cpus;
+    int32_t first_cpu, last_cpu;
+    kiln_status st;
+    kiln_error err;
+    double first_run;
+    pthread_t tid;
+};
+
+/* One instance's share of a row: the planning run, warm-up, then (after all
+ * instances have warmed up) the timed loop. */
+static void *instance_run(void *arg) {
+    struct instance *in = arg;
+    const struct bench_opts *o = in->sh->o;
+    const kiln_tensor *ins = in->sh->ins;
+    int32_t n_in = in->sh->n_in, n_out = in->sh->n_out;
+    in->n = 0;
+    /* the first run plans this shape; it counts as one warm-up run */
+    double f0 = tf_now_ms();
+    in->st = kiln_session_run(in->s, ins, n_in, in->outs, n_out, &in->err);
+    in->first_run = tf_now_ms() - f0;
+    for (int w = 1; !in->st && w < o->warmup; w++) in->st = kiln_session_run(in->s, ins, n_in, in->outs, n_out, &in->err);
+    if (o->instances) pthread_barrier_wait(&in->sh->start);   /* even after a failure: no one waits forever */
+    double start = tf_now_ms();
+    while (!in->st) {
+        if (o->seconds > 0) {
+            if (in->n > 0 && tf_now_ms() - start >= o->seconds * 1000) break;
+            if (in->n == MAX_SAMPLES) break;
+            if (in->n == in->cap) {
+                double *nl = realloc(in->lat, (size_t)in->cap * 2 * sizeof *nl);
+                if (!nl) break;   /* keep what we have */
+                in->lat = nl;
+                in->cap *= 2;
+            }
+        } else if (in->n == o->iters) break;
+        double i0 = tf_now_ms();
+        in->st = kiln_session_run(in->s, ins, n_in, in->outs, n_out, &in->err);
+        in->lat[in->n++] = tf_now_ms() - i0;
+    }
+    return NULL;
+}
+
+/* The CPUs of the affinity mask, in order; returns how many. */
+static int affinity_cpus(int32_t *cpus, int max) {
+    cpu_set_t set;
+    int n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+            if (CPU_ISSET(c, &set)) cpus[n++] = c;
+    if (!n) cpus[n++] = 0;
+    return n;
+}
+
+/* Splits the cores evenly: instance i gets cores [i*per, (i+1)*per) of the
+ * mask (the remainder stays idle), or one core, round robin, when there are
+ * more instances than cores. Threads: T/N when --threads was given, else one
+ * per core of the instance; at least 1. */
+static void assign_cpus(const struct bench_opts *o, struct instance *inst, kiln_session_options *so, int i) {
+    int32_t cpus[CPU_SETSIZE];
+    int ncpu = affinity_cpus(cpus, CPU_SETSIZE);
+    int n = o->instances;
+    int per = ncpu >= n ? ncpu / n : 1;
+    int first = ncpu >= n ? i * per : i % ncpu;
+    so->n_pin_cpus = per < KILN_MAX_PIN_CPUS ? per : KILN_MAX_PIN_CPUS;
+    for (int k = 0; k < so->n_pin_cpus; k++) so->pin_cpus[k] = cpus[first + k];
+    inst->n_cpus = so->n_pin_cpus;
+    inst->first_cpu = so->pin_cpus[0];
+    inst->last_cpu = so->pin_cpus[so->n_pin_cpus - 1];
+    int t = o->threads_given ? o->threads / n : per;
+    inst->threads = so->n_threads = t > 0 ? t : 1;
+}
+
+static void print_memory(const struct bench_mem *bm, int n_inst) {
+    printf("memory: weights %.1f MB (param_bytes), arena %.1f MB per instance x %d\n",
+           (double)bm->weights_bytes / 1e6, (double)bm->arena_bytes / 1e6, n_inst);
+    const struct mem_point *pts[3] = {&bm->before, &bm->loaded, &bm->ran};
+    static const char *names[3] = {"before load", "after load", "after running"};
+    for (int k = 0; k < 3; k++) {
+        if (!pts[k]->ok) {
+            printf("  %-14s  rss ?  (no /proc)\n", names[k]);
+            continue;
+        }
+        printf("  %-14s  rss %9.1f MB", names[k], mem_mb(pts[k]->m.rss_kb));
+        if (pts[k]->m.pss_kb >= 0)
+            printf("   pss %9.1f MB   (anonymous %.1f MB, file-backed %.1f MB)", mem_mb(pts[k]->m.pss_kb),
+                   mem_mb(pts[k]->m.anon_kb), mem_mb(pts[k]->m.rss_kb - pts[k]->m.anon_kb));
+        printf("\n");
+    }
+    if (bm->before.ok && bm->ran.ok) {
+        double grown = mem_mb(bm->ran.m.rss_kb - bm->before.m.rss_kb);
+        double ideal = ((double)bm->weights_bytes + (double)n_inst * (double)bm->arena_bytes) / 1e6;
+        printf("  rss grew %.1f MB; one copy of the weights + %d arena%s = %.1f MB\n", grown, n_inst,
+               n_inst > 1 ? "s" : "", ideal);
+    }
     fflush(stdout);
 }
 
@@ -306,6 +488,9 @@ int kiln_cmd_bench(int argc, char **argv) {
     char label[256];
     tf_model_label(o.model, label, sizeof label);
 
+    struct bench_mem bm;
+    memset(&bm, 0, sizeof bm);
+    mem_take(&bm.before);
     kiln_error err;
     kiln_model *m = NULL;
     double t0 = tf_now_ms();
@@ -314,37 +499,78 @@ int kiln_cmd_bench(int argc, char **argv) {
         return 1;
     }
     double t_load = tf_now_ms() - t0;
-    kiln_session_options so = kiln_session_options_default();
-    so.n_threads = o.threads;
-    so.reference_kernels = o.reference;
-    so.profile = o.profile;
-    kiln_session *s = NULL;
-    t0 = tf_now_ms();
-    if (kiln_session_create(m, &so, &s, &err)) {
-        fprintf(stderr, "kiln bench: cannot create a session: %s\n", err.msg);
-        kiln_model_free(m);
-        return 1;
-    }
-    double t_session = tf_now_ms() - t0;
+    mem_take(&bm.loaded);
+    kiln_model_stats ms;
+    if (kiln_model_stats_get(m, &ms) == KILN_OK) bm.weights_bytes = ms.param_bytes;
 
+    int n_inst = o.instances ? o.instances : 1;
     int32_t n_in = kiln_model_n_inputs(m), n_out = kiln_model_n_outputs(m);
+    struct bench_shared sh = {.o = &o, .n_in = n_in, .n_out = n_out};
+    struct instance *inst = calloc((size_t)n_inst, sizeof *inst);
     kiln_tensor *ins = calloc((size_t)n_in + 1, sizeof *ins);
-    kiln_tensor *outs = calloc((size_t)n_out + 1, sizeof *outs);
-    int cap = o.seconds > 0 ? 1024 : o.iters;
-    double *lat = malloc((size_t)cap * sizeof *lat);
-    int failed = 0, header = 0, reported_load = 0;
-    if (!ins || !outs || !lat) {
+    double *all = NULL;   /* every latency of a row, over all instances */
+    int failed = 0, header = 0, reported_load = 0, barrier = 0;
+    double t_session = 0;
+    if (!inst || !ins) {
         fprintf(stderr, "kiln bench: out of memory\n");
         failed = o.n_batches;
         goto done;
     }
+    sh.ins = ins;
+    t0 = tf_now_ms();
+    for (int i = 0; i < n_inst; i++) {
+        kiln_session_options so = kiln_session_options_default();
+        so.n_threads = o.threads;
+        so.reference_kernels = o.reference;
+        so.profile = o.profile;
+        so.activation_layout = o.layout;
+        inst[i].sh = &sh;
+        inst[i].threads = o.threads;
+        if (o.instances) assign_cpus(&o, &inst[i], &so, i);
+        inst[i].cap = o.seconds > 0 ? 1024 : o.iters;
+        inst[i].lat = malloc((size_t)inst[i].cap * sizeof *inst[i].lat);
+        inst[i].outs = calloc((size_t)n_out + 1, sizeof *inst[i].outs);
+        if (!inst[i].lat || !inst[i].outs) {
+            fprintf(stderr, "kiln bench: out of memory\n");
+            failed = o.n_batches;
+            goto done;
+        }
+        if (kiln_session_create(m, &so, &inst[i].s, &err)) {
+            fprintf(stderr, "kiln bench: cannot create a session: %s\n", err.msg);
+            failed = o.n_batches;
+            goto done;
+        }
+    }
+    t_session = tf_now_ms() - t0;
+    if (o.instances) {
+        if (pthread_barrier_init(&sh.start, NULL, (unsigned)n_inst + 1)) {
+            fprintf(stderr, "kiln bench: cannot set up %d instances\n", n_inst);
+            failed = o.n_batches;
+            goto done;
+        }
+        barrier = 1;
+    }
+    int threads = inst[0].threads;   /* per instance */
     if (!o.json) {
         char what[64];
         if (o.seconds > 0) snprintf(what, sizeof what, "%g s per batch size", o.seconds);
         else snprintf(what, sizeof what, "%d iters", o.iters);
-        printf("kiln bench %s: %d thread%s, warmup %d, %s; cpu: %s\n", label, o.threads,
-               o.threads > 1 ? "s" : "", o.warmup, what, kiln_cpu_features_str());
+        if (o.instances) {
+            printf("kiln bench %s: %d instance%s x %d thread%s, warmup %d, %s; cpu: %s\n", label, n_inst, n_inst > 1 ? "s" : "",
+                   threads, threads > 1 ? "s" : "", o.warmup, what, kiln_cpu_features_str());
+            for (int i = 0; i < n_inst; i++) {
+                char cpus[32];
+                if (inst[i].n_cpus > 1) snprintf(cpus, sizeof cpus, "cpus %d-%d", inst[i].first_cpu, inst[i].last_cpu);
+                else snprintf(cpus, sizeof cpus, "cpu %d", inst[i].first_cpu);
+                printf("  instance %d: %s, %d thread%s\n", i, cpus, inst[i].threads, inst[i].threads > 1 ? "s" : "");
+            }
+        } else
+            printf("kiln bench %s: %d thread%s, warmup %d, %s; cpu: %s\n", label, o.threads,
+                   o.threads > 1 ? "s" : "", o.warmup, what, kiln_cpu_features_str());
     }
+    if (o.instances && kiln_cpu_count() < n_inst)
+        fprintf(stderr, "kiln bench: note: %d instances on %d cores: instances share cores\n", n_inst,
+                kiln_cpu_count());
 
     for (int b = 0; b < o.n_batches; b++) {
         struct row r;
@@ -355,66 +581,102 @@ int kiln_cmd_bench(int argc, char **argv) {
             failed++;
             continue;
         }
-        /* the first run plans this shape; it counts as one warm-up run */
-        double f0 = tf_now_ms();
-        kiln_status st = kiln_session_run(s, ins, n_in, outs, n_out, &err);
-        r.first_run = tf_now_ms() - f0;
-        for (int w = 1; !st && w < o.warmup; w++) st = kiln_session_run(s, ins, n_in, outs, n_out, &err);
-        int n = 0;
-        double start = tf_now_ms();
-        while (!st) {
-            if (o.seconds > 0) {
-                if (n > 0 && tf_now_ms() - start >= o.seconds * 1000) break;
-                if (n == MAX_SAMPLES) break;
-                if (n == cap) {
-                    double *nl = realloc(lat, (size_t)cap * 2 * sizeof *nl);
-                    if (!nl) break;   /* keep what we have */
-                    lat = nl;
-                    cap *= 2;
-                }
-            } else if (n == o.iters) break;
-            double i0 = tf_now_ms();
-            st = kiln_session_run(s, ins, n_in, outs, n_out, &err);
-            lat[n++] = tf_now_ms() - i0;
+        double wall0 = 0, wall = 0;
+        if (!o.instances) instance_run(&inst[0]);
+        else {
+            int started = 0;
+            for (; started < n_inst; started++)
+                if (pthread_create(&inst[started].tid, NULL, instance_run, &inst[started])) break;
+            if (started < n_inst) {
+                /* cannot happen in practice; the barrier would never open */
+                fprintf(stderr, "kiln bench: cannot start instance %d\n", started);
+                exit(1);
+            }
+            pthread_barrier_wait(&sh.start);
+            wall0 = tf_now_ms();
+            for (int i = 0; i < n_inst; i++) pthread_join(inst[i].tid, NULL);
+            wall = tf_now_ms() - wall0;
         }
-        if (st) {
-            fprintf(stderr, "kiln bench: batch %lld: inference failed: %s\n", (long long)o.batches[b], err.msg);
+        int bad = 0;
+        long total = 0;
+        for (int i = 0; i < n_inst; i++) {
+            if (inst[i].st) {
+                fprintf(stderr, "kiln bench: batch %lld%s: inference failed: %s\n", (long long)o.batches[b],
+                        o.instances ? " (an instance)" : "", inst[i].err.msg);
+                bad = 1;
+                break;
+            }
+            total += inst[i].n;
+        }
+        if (bad) {
             failed++;
             continue;
         }
-        double sum = 0;
-        for (int i = 0; i < n; i++) sum += lat[i];
-        qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-        r.iters = n;
-        r.mean = sum / n;
-        r.p50 = pct(lat, n, 50);
-        r.p90 = pct(lat, n, 90);
-        r.p99 = pct(lat, n, 99);
-        r.min = lat[0];
-        r.max = lat[n - 1];
-        r.thr = (double)r.batch * 1000.0 / r.mean;
-        double load_ms = t_load + t_session + r.first_run;
-        if (!reported_load++)   /* once: later rows share the load and session */
-            fprintf(stderr, "kiln bench: load %.1f ms = model load %.1f + session %.1f + first run at batch %lld %.1f\n",
-                    load_ms, t_load, t_session, (long long)r.batch, r.first_run);
-        if (o.json) {
-            print_json(&o, label, &r, load_ms);
+        free(all);
+        all = malloc((size_t)total * sizeof *all);
+        if (!all) {
+            fprintf(stderr, "kiln bench: out of memory\n");
+            failed++;
             continue;
         }
-        if (!header++)
-            printf("%6s %9s %9s %9s %9s %9s %9s %11s %7s  %s\n", "batch", "mean_ms", "p50_ms", "p90_ms", "p99_ms",
-                   "min_ms", "max_ms", "inf/s", "iters", "inputs");
-        printf("%6lld %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %11.1f %7d  %s\n", (long long)r.batch, r.mean, r.p50,
-               r.p90, r.p99, r.min, r.max, r.thr, r.iters, r.shapes);
+        int n = 0;
+        double first_run = 0;
+        for (int i = 0; i < n_inst; i++) {
+            memcpy(all + n, inst[i].lat, (size_t)inst[i].n * sizeof *all);
+            n += inst[i].n;
+            if (inst[i].first_run > first_run) first_run = inst[i].first_run;
+            uint64_t ab = kiln_session_arena_bytes(inst[i].s);
+            if (ab > bm.arena_bytes) bm.arena_bytes = ab;
+        }
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += all[i];
+        qsort(all, (size_t)n, sizeof *all, cmp_double);
+        r.first_run = first_run;
+        r.iters = n;
+        r.mean = sum / n;
+        r.p50 = pct(all, n, 50);
+        r.p90 = pct(all, n, 90);
+        r.p99 = pct(all, n, 99);
+        r.min = all[0];
+        r.max = all[n - 1];
+        /* one session: from the mean, as the peer computes it; N: what the
+         * machine delivered over the wall time of the concurrent loops */
+        r.thr = o.instances ? (wall > 0 ? (double)r.batch * (double)n * 1000.0 / wall : 0)
+                            : (double)r.batch * 1000.0 / r.mean;
+        mem_take(&bm.ran);
+        double load_ms = t_load + t_session + r.first_run;
+        if (!reported_load++)   /* once: later rows share the load and session */
+            fprintf(stderr, "kiln bench: load %.1f ms = model load %.1f + session%s %.1f + first run at batch %lld %.1f\n",
+                    load_ms, t_load, o.instances ? "s" : "", t_session, (long long)r.batch, r.first_run);
+        if (o.json) {
+            print_json(&o, label, &r, load_ms, threads, &bm);
+            continue;
+        }
+        if (!header++) {
+            printf("%6s %9s %9s %9s %9s %9s %9s %11s %7s", "batch", "mean_ms", "p50_ms", "p90_ms", "p99_ms",
+                   "min_ms", "max_ms", "inf/s", "iters");
+            if (o.price_per_hour > 0) printf(" %10s", "usd/M");
+            printf("  inputs\n");
+        }
+        printf("%6lld %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %11.1f %7d", (long long)r.batch, r.mean, r.p50,
+               r.p90, r.p99, r.min, r.max, r.thr, r.iters);
+        if (o.price_per_hour > 0) printf(" %10.4f", usd_per_million(&o, r.thr));
+        printf("  %s\n", r.shapes);
         fflush(stdout);
-        if (o.profile) print_profile(s);
+        if (o.profile) print_profile(inst[0].s);
     }
+    if (!o.json && bm.ran.ok) print_memory(&bm, n_inst);
 done:
     for (int32_t i = 0; ins && i < n_in; i++) tf_free(&ins[i]);
     free(ins);
-    free(outs);
-    free(lat);
-    kiln_session_free(s);
+    free(all);
+    for (int i = 0; inst && i < n_inst; i++) {
+        free(inst[i].outs);
+        free(inst[i].lat);
+        kiln_session_free(inst[i].s);
+    }
+    free(inst);
+    if (barrier) pthread_barrier_destroy(&sh.start);
     kiln_model_free(m);
     return failed ? 1 : 0;
 }

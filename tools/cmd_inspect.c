@@ -118,6 +118,11 @@ int kiln_cmd_inspect(int argc, char **argv) {
         kiln_tensor_info ti;
         kiln_model_output(m, i, &ti);
         print_info(&ti);
+        /* what shape inference derives from the inputs' symbols, next to what the file declares */
+        char sym[512];
+        kiln_error serr;
+        if (kiln_model_output_shape_symbolic(m, i, sym, sizeof sym, &serr) == KILN_OK)
+            printf("      inferred shape %s\n", sym);
     }
 
     kiln_model_stats st;

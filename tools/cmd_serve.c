@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static void usage(FILE *f) {
@@ -79,6 +80,13 @@ int kiln_cmd_serve(int argc, char **argv) {
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);   /* a client that hangs up must not kill the server */
+    /* --max-connections sockets plus models and logs: lift the soft descriptor
+     * limit (often 1024) to the hard one, so accept never fails for lack of fds */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     struct kiln_server *s = NULL;
     kiln_error err = {0};
@@ -101,7 +109,13 @@ int kiln_cmd_serve(int argc, char **argv) {
         }
     }
     fprintf(stderr, "kiln serve: %s received, draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    int left = kiln_server_shutdown(s, grace);
+    struct kiln_server_totals t;
+    int left = kiln_server_shutdown_totals(s, grace, &t);
+    /* the totals let a load test check that no accepted request was lost */
+    fprintf(stderr, "kiln serve: %d request(s) in progress at %s; inference responses: %llu ok (200), "
+                    "%llu rejected (503), %llu other or undelivered\n",
+            t.active_at_stop, sig == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)t.infer_ok,
+            (unsigned long long)t.infer_rejected, (unsigned long long)t.infer_other);
     if (left) fprintf(stderr, "kiln serve: %d request(s) still running after %.0f s grace\n", left, grace);
     else fprintf(stderr, "kiln serve: stopped cleanly\n");
     return left ? 1 : 0;

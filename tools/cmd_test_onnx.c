@@ -21,6 +21,7 @@ struct opts {
     double rtol, atol;
     int threads;
     int reference;
+    int layout;        /* kiln_session_options.activation_layout */
     int verbose;
     char **known;      /* names of tests expected to fail */
     int n_known;
@@ -163,6 +164,7 @@ static enum result run_case(const char *dir, const struct opts *o, char *why, si
     kiln_session_options so = kiln_session_options_default();
     so.n_threads = o->threads;
     so.reference_kernels = o->reference;
+    so.activation_layout = o->layout;
     if (kiln_session_create(m, &so, &s, &err)) {
         snprintf(why, why_len, "%s", err.msg);
         kiln_model_free(m);
@@ -308,6 +310,16 @@ int kiln_cmd_test_onnx(int argc, char **argv) {
         else if (!strcmp(a, "--atol") && i + 1 < argc) o.atol = atof(argv[++i]);
         else if (!strcmp(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
         else if (!strcmp(a, "--reference")) o.reference = 1;
+        else if (!strcmp(a, "--layout") && i + 1 < argc) {
+            const char *l = argv[++i];
+            o.layout = !strcmp(l, "auto") ? 0 : !strcmp(l, "plain") ? 1 : !strcmp(l, "nhwc") ? 2
+                     : !strcmp(l, "blocked") ? 3 : -1;
+            if (o.layout < 0) {
+                fprintf(stderr, "kiln test-onnx: --layout takes auto, plain, nhwc or blocked\n");
+                free(dirs);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o.verbose = 1;
         else if (!strcmp(a, "--known-failures") && i + 1 < argc) {
             if (load_known(argv[++i], &o)) {
@@ -317,7 +329,7 @@ int kiln_cmd_test_onnx(int argc, char **argv) {
         } else if (a[0] == '-') {
             fprintf(stderr,
                     "usage: kiln test-onnx DIR... [--rtol R] [--atol A] [--threads T] "
-                    "[--reference] [--known-failures FILE] [-v]\n");
+                    "[--reference] [--layout auto|plain|nhwc|blocked] [--known-failures FILE] [-v]\n");
             free(dirs);
             return 2;
         } else dirs[n_dirs++] = a;

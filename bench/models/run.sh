@@ -9,7 +9,8 @@
 # `../shared/peers/ort bench` alternately, ROUNDS times each, in this one shell
 # session (same machine state for both), and prints the median p50 latency of
 # each and the median over rounds of the per-round ratio kiln_p50 / ort_p50
-# (below 1: kiln is faster).
+# (below 1: kiln is faster), and kiln's resident memory after its runs
+# (kiln_rss_mb: median over rounds of bench's rss_mb).
 #
 # Options (defaults in brackets):
 #   --rounds R       alternating rounds per model and batch size [5]
@@ -20,6 +21,8 @@
 #   --dim SYM=V      passed to both (repeatable)
 #   --raw FILE       also append every JSON line (both runtimes) to FILE
 #   --kiln PATH      kiln binary [build/kiln]
+#   --instances N    kiln only: N pinned sessions of the model in one process
+#                    (kiln bench --instances; --threads is then split among them)
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +30,7 @@ root=$(cd "$here/../.." && pwd)
 shared=$(cd "$root/.." && pwd)/shared
 
 rounds=5 threads=$(nproc) batches=1 iters=100 warmup=10 raw="" kiln="$root/build/kiln"
-dims=() models=()
+dims=() models=() kinst=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --dim) dims+=(--dim "$2"); shift 2 ;;
     --raw) raw=$2; shift 2 ;;
     --kiln) kiln=$2; shift 2 ;;
+    --instances) kinst=(--instances "$2"); [[ "$2" =~ ^[0-9]+$ && "$2" -gt 0 ]] || { echo "run.sh: '$2' is not a positive integer" >&2; exit 2; }; shift 2 ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) models+=("$1"); shift ;;
@@ -79,15 +83,18 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 printf '# kiln vs ONNX Runtime: median p50 latency (ms) over %d alternating rounds; each round: warmup %d, %d timed runs, %d threads\n' \
   "$rounds" "$warmup" "$iters" "$threads"
 printf '# kiln %s, %s\n' "$("$kiln" --version 2>/dev/null | awk '{print $2}')" "$(uname -m) $(nproc) CPUs"
-printf '%-18s %5s %7s %12s %12s %10s  %s\n' model batch threads kiln_p50_ms ort_p50_ms kiln/ort note
+[ ${#kinst[@]} -gt 0 ] && printf '# kiln: %s instances sharing the %d threads\n' "${kinst[1]}" "$threads"
+printf '%-18s %5s %7s %12s %12s %10s %12s  %s\n' model batch threads kiln_p50_ms ort_p50_ms kiln/ort kiln_rss_mb note
 IFS=, read -r -a blist <<< "$batches"
 for path in "${paths[@]}"; do
   name=$(label "$path")
   for b in "${blist[@]}"; do
-    : > "$tmp/k"; : > "$tmp/o"; : > "$tmp/r"; note=""
+    : > "$tmp/k"; : > "$tmp/o"; : > "$tmp/r"; : > "$tmp/m"; note=""
     for ((r = 1; r <= rounds; r++)); do
-      kl=$("$kiln" bench "$path" --json --batch "$b" --threads "$threads" --iters "$iters" --warmup "$warmup" "${dims[@]}" 2>"$tmp/kerr" | tail -1)
+      kl=$("$kiln" bench "$path" --json --batch "$b" --threads "$threads" --iters "$iters" --warmup "$warmup" "${kinst[@]}" "${dims[@]}" 2>"$tmp/kerr" | tail -1)
       kp=$(json_num p50_ms <<< "$kl")
+      km=$(json_num rss_mb <<< "$kl")
+      [ -n "$km" ] && echo "$km" >> "$tmp/m"
       [ -n "$raw" ] && [ -n "$kp" ] && echo "$kl" >> "$raw"
       # the reason, without the repeated "kiln bench: ... MODEL: " prefix
       [ -n "$kp" ] || note="kiln: $(grep -v '^kiln bench: note' "$tmp/kerr" | tail -1 | sed 's/^kiln bench: //' | awk -v p="$path: " '{ i = index($0, p); print (i ? substr($0, 1, i - 1) substr($0, i + length(p)) : $0) }' | cut -c1-160)"
@@ -104,7 +111,7 @@ for path in "${paths[@]}"; do
       [ -z "$kp" ] && [ -z "$op" ] && break   # neither runs this model: no point repeating
       [ -z "$kp" ] && [ $have_ort = 0 ] && break
     done
-    printf '%-18s %5s %7s %12s %12s %10s  %s\n' "$name" "$b" "$threads" \
-      "$(median < "$tmp/k")" "$(median < "$tmp/o")" "$(median < "$tmp/r")" "$note"
+    printf '%-18s %5s %7s %12s %12s %10s %12s  %s\n' "$name" "$b" "$threads" \
+      "$(median < "$tmp/k")" "$(median < "$tmp/o")" "$(median < "$tmp/r")" "$(median < "$tmp/m")" "$note"
   done
 done

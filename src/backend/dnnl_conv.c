@@ -48,9 +48,11 @@ static dnnl_format_tag_t plain_tag(int32_t nsp) {
     return nsp == 1 ? dnnl_ncw : nsp == 2 ? dnnl_nchw : dnnl_ncdhw;
 }
 
-static dnnl_format_tag_t act_tag(int32_t nsp, int32_t channels_last) {
-    if (!channels_last) return plain_tag(nsp);
-    return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+/* layout: enum kiln_layout of the activation */
+static dnnl_format_tag_t act_tag(int32_t nsp, int32_t layout) {
+    if (layout == KILN_LAYOUT_CHANNELS_LAST) return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+    if (layout == KILN_LAYOUT_BLOCKED8) return nsp == 1 ? dnnl_nCw8c : nsp == 2 ? dnnl_nChw8c : dnnl_nCdhw8c;
+    return plain_tag(nsp);
 }
 
 /* Maps a oneDNN failure to a kiln status. */
@@ -197,10 +199,13 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     c->has_bias = sh->has_bias;
     DN(dnnl_primitive_attr_create(&attr), "attr create");
     DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attr");
-    if (sh->act != KILN_ACT_NONE) {
+    if (sh->act != KILN_ACT_NONE || sh->sum) {
         dnnl_post_ops_t po = NULL;
         DN(dnnl_post_ops_create(&po), "post-ops");
-        bool ok = append_activation(po, sh->act, sh->act_alpha, sh->act_beta);
+        /* sum first: act(conv + residual), the order the executor's reference uses */
+        bool ok = !sh->sum || !dnnl_post_ops_append_sum(po, 1.0f);
+        if (ok && sh->act != KILN_ACT_NONE)
+            ok = append_activation(po, sh->act, sh->act_alpha, sh->act_beta);
         st = ok ? dnnl_primitive_attr_set_post_ops(attr, po) : dnnl_unimplemented;
         dnnl_post_ops_destroy(po);
         if (st == dnnl_unimplemented) goto none;
@@ -211,7 +216,7 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     DN(st, "conv primitive descriptor");
     copy_impl(pd, c->impl, sizeof c->impl);
     /* oneDNN's reference kernels are no faster than kiln's own. */
-    if (strncmp(c->impl, "dnnl:ref", 8) == 0) goto none;
+    if (strstr(c->impl, "ref")) goto none;
 
     const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     if (!w_md) goto none;
@@ -344,7 +349,7 @@ kiln_status kiln_dnnl_pool_create(const struct kiln_dnnl_pool_shape *sh,
     if (st == dnnl_unimplemented || st == dnnl_invalid_arguments) goto none;
     DN(st, "pooling primitive descriptor");
     copy_impl(pd, q->impl, sizeof q->impl);
-    if (strncmp(q->impl, "dnnl:ref", 8) == 0) goto none;
+    if (strstr(q->impl, "ref")) goto none;
     DN(dnnl_memory_create(&q->src, &src_md, eng, DNNL_MEMORY_NONE), "memory");
     DN(dnnl_memory_create(&q->dst, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
     DN(make_scratch(pd, eng, &q->scratch_buf, &q->scratch), "scratchpad");

@@ -25,9 +25,11 @@ struct kiln_dnnl_conv_shape {
     int64_t in[KILN_DNNL_MAX_SP], out[KILN_DNNL_MAX_SP], k[KILN_DNNL_MAX_SP];
     int64_t s[KILN_DNNL_MAX_SP], d[KILN_DNNL_MAX_SP];          /* stride, dilation (>= 1) */
     int64_t pb[KILN_DNNL_MAX_SP], pe[KILN_DNNL_MAX_SP];        /* padding begin / end */
+    int32_t sum;            /* 1: dst += conv (sum post-op, before act): the caller fills
+                             * dst with the residual before each run */
     int32_t act;            /* enum kiln_act_kind to fuse as a post-op (KILN_ACT_NONE: none) */
     float   act_alpha, act_beta;
-    int32_t src_cl, dst_cl; /* 1: src / dst are channels-last (nwc/nhwc/ndhwc) */
+    int32_t src_cl, dst_cl; /* layouts of src / dst (enum kiln_layout in ir/graph.h) */
 };
 
 struct kiln_dnnl_conv;
@@ -61,7 +63,7 @@ struct kiln_dnnl_pool_shape {
     int64_t in[KILN_DNNL_MAX_SP], out[KILN_DNNL_MAX_SP], k[KILN_DNNL_MAX_SP];
     int64_t s[KILN_DNNL_MAX_SP], d[KILN_DNNL_MAX_SP];
     int64_t pb[KILN_DNNL_MAX_SP], pe[KILN_DNNL_MAX_SP];        /* pe may include ceil-mode extension */
-    int32_t src_cl, dst_cl; /* 1: src / dst are channels-last */
+    int32_t src_cl, dst_cl; /* layouts of src / dst (enum kiln_layout) */
 };
 
 struct kiln_dnnl_pool;

@@ -4,6 +4,7 @@
 #include "base/status.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@ struct entry {
     size_t key_len;
     void *buf;
     size_t bytes;
+    bool borrowed;     /* buf belongs to a mapped plan file */
 };
 
 struct kiln_wcache {
@@ -35,7 +37,7 @@ void kiln_wcache_free(struct kiln_wcache *c) {
     if (!c) return;
     for (size_t i = 0; i < c->n; i++) {
         free(c->e[i].key);
-        free(c->e[i].buf);
+        if (!c->e[i].borrowed) free(c->e[i].buf);
     }
     free(c->e);
     pthread_mutex_destroy(&c->mu);
@@ -76,10 +78,37 @@ void *kiln_wcache_get(struct kiln_wcache *c, const void *src, const void *key, s
             return NULL;
         }
         memcpy(k, key, key_len);
-        c->e[c->n++] = (struct entry){src, k, key_len, buf, bytes};
+        c->e[c->n++] = (struct entry){src, k, key_len, buf, bytes, false};
         c->bytes += bytes;
         found = buf;
     }
     pthread_mutex_unlock(&c->mu);
     return found;
+}
+
+kiln_status kiln_wcache_put_borrowed(struct kiln_wcache *c, const void *src, const void *key,
+                                     size_t key_len, void *buf, size_t bytes) {
+    pthread_mutex_lock(&c->mu);
+    void *k = malloc(key_len ? key_len : 1);
+    struct entry *ne = c->n == c->cap ? realloc(c->e, (c->cap ? c->cap * 2 : 32) * sizeof *ne) : c->e;
+    if (!k || !ne) {
+        free(k);
+        if (ne) c->e = ne;
+        pthread_mutex_unlock(&c->mu);
+        return KILN_ERR_NO_MEMORY;
+    }
+    if (c->n == c->cap) c->cap = c->cap ? c->cap * 2 : 32;
+    c->e = ne;
+    memcpy(k, key, key_len);
+    c->e[c->n++] = (struct entry){src, k, key_len, buf, bytes, true};
+    pthread_mutex_unlock(&c->mu);
+    return KILN_OK;
+}
+
+void kiln_wcache_visit(const struct kiln_wcache *c,
+                       void (*fn)(const void *src, const void *key, size_t key_len,
+                                  const void *buf, size_t bytes, void *user),
+                       void *user) {
+    for (size_t i = 0; i < c->n; i++)
+        fn(c->e[i].src, c->e[i].key, c->e[i].key_len, c->e[i].buf, c->e[i].bytes, user);
 }

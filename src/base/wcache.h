@@ -19,6 +19,17 @@ void *kiln_wcache_get(struct kiln_wcache *c, const void *src, const void *key, s
                       size_t bytes, kiln_status (*fill)(void *dst, void *arg, kiln_error *err),
                       void *arg, kiln_error *err);
 
+/* Adds an entry whose buffer lives elsewhere (pre-packed weights in a mapped
+ * plan file): returned by kiln_wcache_get, never freed by the cache. */
+kiln_status kiln_wcache_put_borrowed(struct kiln_wcache *c, const void *src, const void *key,
+                                     size_t key_len, void *buf, size_t bytes);
+
+/* Calls fn for every entry (to write them into a plan file). */
+void kiln_wcache_visit(const struct kiln_wcache *c,
+                       void (*fn)(const void *src, const void *key, size_t key_len,
+                                  const void *buf, size_t bytes, void *user),
+                       void *user);
+
 /* Bytes held (for reports and memory accounting). */
 size_t kiln_wcache_bytes(const struct kiln_wcache *c);
 

@@ -1,6 +1,7 @@
 /* dump.c — the IR as text, one node per line; used by tests of passes and by
  * `kiln inspect --ir`:
  *     %3 = Conv(%0, %1, %2) {act=Relu}   # node name
+ * A fused residual shows as {sum=%N} (the Conv's extra input N, added before act).
  */
 #include "ir/graph.h"
 
@@ -25,6 +26,7 @@ void kiln_graph_dump(const struct kiln_graph *g, FILE *f) {
             fprintf(f, "%s%s%%%d", j ? ", " : "", v >= 0 && g->values[v].is_const ? "const " : "", v);
         }
         fprintf(f, ")");
+        if (n->sum_input) fprintf(f, " {sum=%%%d}", n->inputs[n->sum_input]);
         if (n->act.kind) fprintf(f, " {act=%s}", act_names[n->act.kind]);
         fprintf(f, "  # %s\n", n->name);
     }

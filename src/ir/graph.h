@@ -43,12 +43,15 @@ typedef enum kiln_attr_type {
  * graph and for every runtime value. `data` may be NULL when only the shape
  * is known (planning). */
 /* Memory order of a value's bytes. dims are always in ONNX order (N, C, spatial...);
- * KILN_LAYOUT_CHANNELS_LAST stores them N, spatial..., C (NHWC for 4-D). The
- * planner chooses it between oneDNN convolutions and pools (and elementwise ops
- * between them) so activations are not reordered around every op. */
+ * KILN_LAYOUT_CHANNELS_LAST stores them N, spatial..., C (NHWC for 4-D), and
+ * KILN_LAYOUT_BLOCKED8 as N, C/8, spatial..., 8. The planner chooses one of them
+ * between oneDNN convolutions and pools (and elementwise ops between them) so
+ * activations are not reordered around every op: blocked on AVX2, where oneDNN's
+ * direct convolutions want it, channels-last on AVX-512 and AMX. */
 enum kiln_layout {
     KILN_LAYOUT_PLAIN = 0,
     KILN_LAYOUT_CHANNELS_LAST = 1,
+    KILN_LAYOUT_BLOCKED8 = 2,    /* N, C/8, spatial..., 8 (oneDNN nChw8c); only when C % 8 == 0 */
 };
 
 struct kiln_value {
@@ -106,6 +109,10 @@ struct kiln_node {
     struct kiln_attr *attrs;
     const struct kiln_op_def *op;   /* NULL when unsupported */
     struct kiln_activation act;     /* fused activation on output 0 */
+    /* Residual sum fused into a Conv (fuse-residual pass): 0 = none, else the
+     * index of the input added to the result before `act` (always 3:
+     * Conv(X, W, B?, R) = act(conv + R)). Inputs 0..2 keep their ONNX meaning. */
+    int32_t  sum_input;
     int32_t  index;            /* position in graph->nodes */
 };
 

@@ -667,7 +667,13 @@ static kiln_status import_graph(struct import_ctx *c, KilnOnnx__GraphProto *gp,
         const KilnOnnx__ValueInfoProto *vi = gp->input[i];
         const char *name = vi->name ? vi->name : "";
         /* IR < 4: initializers are listed as inputs too; they stay constants */
-        if (kiln_graph_find(g, name) >= 0) continue;
+        int32_t prev = kiln_graph_find(g, name);
+        if (prev >= 0 && g->values[prev].is_const) continue;
+        if (prev >= 0) {
+            s = kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: graph '%s' input '%s' is declared twice",
+                          c->label, g->name, name);
+            goto fail;
+        }
         int32_t id = kiln_graph_add_value(g, name);
         if (id < 0) {
             s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s", c->label);

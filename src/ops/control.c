@@ -82,7 +82,7 @@ static kiln_status stack(const struct kiln_node *n, struct kiln_value *slices, i
     return KILN_OK;
 }
 
-#define KILN_LOOP_MAX_ITERS (1ll << 24)
+#define KILN_LOOP_MAX_ITERS (1ll << 20) /* a bound on runaway models: beyond it is an error, not a hang */
 
 static kiln_status loop_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                              const struct kiln_value *const *in, int n_in,

@@ -10,6 +10,11 @@
  * ConvTranspose parallelize over (batch, output channel) planes, so each
  * output element is summed in one fixed order: results are deterministic
  * whatever the thread count.
+ *
+ * A Conv with node->sum_input (set by the fuse-residual pass, never by ONNX)
+ * has a 4th input R and computes Add(Conv(X, W, B), R) with Add's
+ * broadcasting; the executor then applies node->act. The oneDNN path does it
+ * as a sum post-op when R has exactly the conv output's shape and layout.
  */
 #include "ops/op.h"
 #include "backend/dnnl_conv.h"
@@ -134,12 +139,17 @@ static int64_t prod(const int64_t *v, int32_t k) {
 
 static kiln_status conv_geom(const struct kiln_node *n, const struct kiln_value *const *in,
                              int n_in, bool transposed, struct geom *g, kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 3, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, n->sum_input ? 4 : 3, err);
     if (st) return st;
+    if (n->sum_input && (transposed || n->sum_input != 3 || n_in != 4 || !in[3]))
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "fused residual: expected input 3 of a Conv");
     const struct kiln_value *X = in[0], *W = in[1], *B = n_in > 2 ? in[2] : NULL;
     if (!kiln_dtype_is_float(X->dtype))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "X: expected a float type, got %s",
                             kiln_dtype_name(X->dtype));
+    if (n->sum_input && in[3]->dtype != X->dtype)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "fused residual: expected %s like X, got %s",
+                            kiln_dtype_name(X->dtype), kiln_dtype_name(in[3]->dtype));
     if (W->dtype != X->dtype || (B && B->dtype != X->dtype))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "W and B: expected %s like X, got %s%s%s",
                             kiln_dtype_name(X->dtype), kiln_dtype_name(W->dtype), B ? " and " : "",
@@ -289,6 +299,12 @@ static kiln_status conv_infer_common(const struct kiln_node *n, const struct kil
     if (n_out != 1)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected 1 output, got %d", n_out);
     set_out_shape(out[0], in[0]->dtype, &g, g.M);
+    if (n->sum_input) {   /* Add(conv, R): the broadcast of both shapes */
+        int32_t r;
+        int64_t d[KILN_MAX_RANK];
+        if ((st = kiln_broadcast_shape(n, out[0], in[n->sum_input], &r, d, err))) return st;
+        kiln_value_set_shape(out[0], in[0]->dtype, r, d);
+    }
     return KILN_OK;
 }
 
@@ -404,6 +420,46 @@ static void convt_ref(const struct geom *g, const float *x, const float *w, cons
     }
 }
 
+static bool same_dims(int32_t ra, const int64_t *a, int32_t rb, const int64_t *b) {
+    if (ra != rb) return false;
+    for (int32_t i = 0; i < ra; i++)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
+/* z = a + b with numpy broadcasting into z's dims. a may be z itself when it
+ * has z's dims (each element is read before it is written, at one index). */
+static void add_bcast(float *z, int32_t zr, const int64_t *zd, const float *a, int32_t ar,
+                      const int64_t *ad, const float *b, int32_t br, const int64_t *bd) {
+    const int64_t total = prod(zd, zr);
+    if (same_dims(ar, ad, zr, zd) && same_dims(br, bd, zr, zd)) {
+#pragma omp parallel for simd if (total > (1 << 16))
+        for (int64_t i = 0; i < total; i++) z[i] = a[i] + b[i];
+        return;
+    }
+    int64_t as[KILN_MAX_RANK], bs[KILN_MAX_RANK], sa = 1, sb = 1;
+    for (int32_t i = zr - 1; i >= 0; i--) {   /* strides aligned right, 0 where broadcast */
+        int32_t ia = i - (zr - ar), ib = i - (zr - br);
+        int64_t da = ia >= 0 ? ad[ia] : 1, db = ib >= 0 ? bd[ib] : 1;
+        as[i] = da == 1 ? 0 : sa;
+        bs[i] = db == 1 ? 0 : sb;
+        sa *= da;
+        sb *= db;
+    }
+    int64_t idx[KILN_MAX_RANK] = {0}, oa = 0, ob = 0;
+    for (int64_t i = 0; i < total; i++) {
+        z[i] = a[oa] + b[ob];
+        for (int32_t d = zr - 1; d >= 0; d--) {
+            oa += as[d];
+            ob += bs[d];
+            if (++idx[d] < zd[d]) break;
+            oa -= as[d] * zd[d];
+            ob -= bs[d] * zd[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 static kiln_status conv_exec_common(const struct kiln_node *n, const struct kiln_value *const *in,
                                     int n_in, struct kiln_value *const *out, bool transposed,
                                     kiln_error *err) {
@@ -412,18 +468,28 @@ static kiln_status conv_exec_common(const struct kiln_node *n, const struct kiln
     if (st) return st;
     if (kiln_value_numel(out[0]) == 0) return KILN_OK;
     const struct kiln_value *B = n_in > 2 ? in[2] : NULL;
-    float *tx, *tw, *tb = NULL, *ty;
-    const float *x = in_f32(in[0], &tx), *w = in_f32(in[1], &tw), *b = NULL;
+    const struct kiln_value *R = n->sum_input ? in[n->sum_input] : NULL;
+    int64_t ydims[KILN_MAX_RANK] = {g.N, g.M};
+    for (int32_t i = 0; i < g.nsp; i++) ydims[2 + i] = g.out[i];
+    const int32_t yrank = g.nsp + 2;
+    /* a residual that widens the output needs the conv result on its own */
+    const bool ysep = R && !same_dims(yrank, ydims, out[0]->rank, out[0]->dims);
+    float *tx, *tw, *tb = NULL, *ty, *tr = NULL, *ysc = NULL;
+    const float *x = in_f32(in[0], &tx), *w = in_f32(in[1], &tw), *b = NULL, *r = NULL;
     if (B) b = in_f32(B, &tb);
-    float *y = out_f32(out[0], &ty);
-    if (!x || !w || (B && !b) || !y) {
-        free(tx); free(tw); free(tb); free(ty);
+    if (R) r = in_f32(R, &tr);
+    float *z = out_f32(out[0], &ty);
+    if (ysep) ysc = malloc((size_t)(prod(ydims, yrank) > 0 ? prod(ydims, yrank) : 1) * sizeof(float));
+    float *y = ysep ? ysc : z;
+    if (!x || !w || (B && !b) || (R && !r) || !z || !y) {
+        free(tx); free(tw); free(tb); free(tr); free(ty); free(ysc);
         return oom(n, err);
     }
     if (transposed) convt_ref(&g, x, w, b, y);
     else conv_ref(&g, x, w, b, y);
+    if (R) add_bcast(z, out[0]->rank, out[0]->dims, y, yrank, ydims, r, R->rank, R->dims);
     out_commit(out[0], ty);
-    free(tx); free(tw); free(tb);
+    free(tx); free(tw); free(tb); free(tr); free(ysc);
     return KILN_OK;
 }
 
@@ -445,6 +511,10 @@ static kiln_status conv_fast_run(const struct kiln_node *n, struct kiln_exec_ctx
                                  void *state, const struct kiln_value *const *in, int n_in,
                                  struct kiln_value *const *out, int n_out, kiln_error *err) {
     if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    /* the sum post-op adds what dst holds: start it as the residual (same
+     * shape and layout, checked at prepare) */
+    if (n->sum_input && out[0]->data != in[n->sum_input]->data)
+        memcpy(out[0]->data, in[n->sum_input]->data, out[0]->nbytes);
     kiln_status st = kiln_dnnl_conv_run(state, in[0]->data, in[1]->data,
                                         n_in > 2 && in[2] ? in[2]->data : NULL, out[0]->data, err);
     if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
@@ -462,12 +532,23 @@ static kiln_status conv_prepare_common(const struct kiln_node *n, struct kiln_ex
         kiln_value_numel(out[0]) == 0 || kiln_value_numel(in[0]) == 0 ||
         kiln_value_numel(in[1]) == 0)
         return KILN_OK;
+    if (n->sum_input) {
+        /* oneDNN sums into dst as is: R must be dst's exact shape, dtype and layout */
+        const struct kiln_value *R = in[n->sum_input];
+        if (R->dtype != KILN_DTYPE_FLOAT || R->layout != out[0]->layout ||
+            !same_dims(R->rank, R->dims, out[0]->rank, out[0]->dims) ||
+            out[0]->rank != g.nsp + 2 || out[0]->dims[0] != g.N || out[0]->dims[1] != g.M)
+            return KILN_OK;
+        for (int32_t i = 0; i < g.nsp; i++)
+            if (out[0]->dims[2 + i] != g.out[i]) return KILN_OK;
+    }
     struct kiln_dnnl_conv_shape sh = {
         .nsp = g.nsp, .transposed = transposed, .has_bias = n_in > 2 && in[2] != NULL,
         .N = g.N, .C = g.C, .M = g.M, .G = g.G,
         .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta,
-        .src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST,
-        .dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST};
+        .sum = n->sum_input != 0,
+        .src_cl = in[0]->layout,
+        .dst_cl = out[0]->layout};
     for (int32_t i = 0; i < g.nsp; i++) {
         sh.in[i] = g.in[i]; sh.out[i] = g.out[i]; sh.k[i] = g.k[i];
         sh.s[i] = g.s[i]; sh.d[i] = g.d[i]; sh.pb[i] = g.pb[i]; sh.pe[i] = g.pe[i];
@@ -756,8 +837,8 @@ static kiln_status pool_prepare_geom(const struct kiln_node *n, const struct geo
                                      struct kiln_kernel *k, kiln_error *err) {
     if (g->nsp > KILN_DNNL_MAX_SP || g->N * g->C == 0 || prod(g->in, g->nsp) == 0) return KILN_OK;
     struct kiln_dnnl_pool_shape sh = {.nsp = g->nsp, .alg = alg, .N = g->N, .C = g->C,
-                                      .src_cl = src->layout == KILN_LAYOUT_CHANNELS_LAST,
-                                      .dst_cl = dst->layout == KILN_LAYOUT_CHANNELS_LAST};
+                                      .src_cl = src->layout,
+                                      .dst_cl = dst->layout};
     for (int32_t i = 0; i < g->nsp; i++) {
         int64_t dk = (g->k[i] - 1) * g->d[i] + 1;
         sh.in[i] = g->in[i]; sh.out[i] = g->out[i]; sh.k[i] = g->k[i];

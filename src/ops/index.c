@@ -22,17 +22,6 @@ static int n_threads(const struct kiln_exec_ctx *ctx) {
     return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
 }
 
-/* Arity plus presence: kiln_op_check_arity cannot see in[], and the executor
- * passes NULL for an input the model omits (""), required or not. */
-static kiln_status check_inputs(const struct kiln_node *n, const struct kiln_value *const *in,
-                                int n_in, int min_in, int max_in, kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
-    for (int i = 0; st == KILN_OK && i < min_in; i++)
-        if (!in[i])
-            st = kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "required input %d is missing", i);
-    return st;
-}
-
 static kiln_status elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
                              kiln_error *err) {
     *es = kiln_dtype_size(dt);
@@ -116,7 +105,7 @@ static int64_t base_offset(int32_t r, const int64_t *idims, const int64_t *dstr,
 static kiln_status infer_gather(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -147,6 +136,7 @@ static kiln_status exec_gather(const struct kiln_node *n, struct kiln_exec_ctx *
     const char *src = x->data;
     char *dst = out[0]->data;
     int64_t total = outer * m;
+    if (total == 0 || inner == 0) return KILN_OK; /* empty tensors may have no storage */
 #pragma omp parallel for num_threads(n_threads(ctx)) if (total * inner > PAR_BYTES)
     for (int64_t t = 0; t < total; t++) {
         int64_t o = t / m, j = idx_at(ix, t % m);
@@ -182,7 +172,7 @@ static kiln_status infer_gather_elements(const struct kiln_node *n,
                                          const struct kiln_value *const *in, int n_in,
                                          struct kiln_value *const *out, int n_out,
                                          kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -221,7 +211,7 @@ static kiln_status exec_gather_elements(const struct kiln_node *n, struct kiln_e
 static kiln_status infer_gather_nd(const struct kiln_node *n, const struct kiln_value *const *in,
                                    int n_in, struct kiln_value *const *out, int n_out,
                                    kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "indices", err);
@@ -379,7 +369,7 @@ static kiln_status infer_scatter_elements(const struct kiln_node *n,
                                           const struct kiln_value *const *in, int n_in,
                                           struct kiln_value *const *out, int n_out,
                                           kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
     size_t es;
     int32_t axis;
     int red;
@@ -436,7 +426,7 @@ static kiln_status exec_scatter_elements(const struct kiln_node *n, struct kiln_
 static kiln_status infer_scatter_nd(const struct kiln_node *n, const struct kiln_value *const *in,
                                     int n_in, struct kiln_value *const *out, int n_out,
                                     kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
     size_t es;
     int red;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -522,7 +512,7 @@ static kiln_status onehot_depth(const struct kiln_node *n, const struct kiln_val
 static kiln_status infer_onehot(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[2]->dtype, &es, err);
@@ -588,7 +578,7 @@ static bool is_nonzero(const struct kiln_value *v, int64_t i, size_t es) {
 static kiln_status infer_nonzero(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -643,7 +633,7 @@ static kiln_status cumsum_axis(const struct kiln_node *n, const struct kiln_valu
 static kiln_status infer_cumsum(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     if (st != KILN_OK) return st;
     if (!cumsum_dtype_ok(in[0]->dtype))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "dtype %s is not supported",
@@ -719,7 +709,7 @@ static kiln_status revseq_axes(const struct kiln_node *n, int64_t *ta, int64_t *
 static kiln_status infer_revseq(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     int64_t ta, ba;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -792,7 +782,7 @@ static kiln_status compress_params(const struct kiln_node *n, const struct kiln_
 static kiln_status infer_compress(const struct kiln_node *n, const struct kiln_value *const *in,
                                   int n_in, struct kiln_value *const *out, int n_out,
                                   kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;

@@ -15,16 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* kiln_op_check_arity plus: inputs below min_in are present (not omitted). */
-static kiln_status arity(const struct kiln_node *n, const struct kiln_value *const *in, int n_in,
-                         int min_in, int max_in, kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
-    if (st) return st;
-    for (int i = 0; i < min_in; i++)
-        if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is required", i);
-    return KILN_OK;
-}
-
 static kiln_status need_out0(const struct kiln_node *n, struct kiln_value *const *out, int n_out,
                              kiln_error *err) {
     if (n_out < 1 || !out[0]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "output 0 is required");
@@ -217,7 +207,7 @@ static bool mm_dtype_ok(kiln_dtype t) {
 static kiln_status matmul_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = arity(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     if (st) return st;
     if ((st = need_out0(n, out, n_out, err))) return st;
     if (in[0]->dtype != in[1]->dtype || !mm_dtype_ok(in[0]->dtype))
@@ -474,7 +464,7 @@ static bool gemm_c_broadcasts(const struct kiln_value *c, int64_t M, int64_t N) 
 static kiln_status gemm_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                               int n_in, struct kiln_value *const *out, int n_out,
                               kiln_error *err) {
-    kiln_status st = arity(n, in, n_in, n->opset >= 11 ? 2 : 3, 3, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, n->opset >= 11 ? 2 : 3, 3, err);
     if (st) return st;
     if ((st = need_out0(n, out, n_out, err))) return st;
     const struct kiln_value *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
@@ -771,7 +761,7 @@ static kiln_status mmi_zp_ok(const struct kiln_node *n, const struct kiln_value 
 static kiln_status mmi_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                              int n_in, struct kiln_value *const *out, int n_out,
                              kiln_error *err) {
-    kiln_status st = arity(n, in, n_in, 2, 4, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 4, err);
     if (st) return st;
     if ((st = need_out0(n, out, n_out, err))) return st;
     if (!i8ish(in[0]->dtype) || !i8ish(in[1]->dtype))
@@ -1137,7 +1127,7 @@ static kiln_status attn_analyze(const struct kiln_node *n, const struct kiln_val
                                 int n_in, struct attn_dims *a, kiln_error *err) {
     memset(a, 0, sizeof *a);
     int max_in = n->opset >= 24 ? 7 : 6;
-    kiln_status st = arity(n, in, n_in, 3, max_in, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, max_in, err);
     if (st) return st;
     const struct kiln_value *q = in[0], *k = in[1], *v = in[2];
     kiln_dtype dt = q->dtype;
@@ -1448,7 +1438,7 @@ static double attention_flops(const struct kiln_node *n, const struct kiln_value
 static kiln_status rope_check(const struct kiln_node *n, const struct kiln_value *const *in,
                               int n_in, int64_t *B, int64_t *S, int64_t *H, int64_t *D,
                               int64_t *R, kiln_error *err) {
-    kiln_status st = arity(n, in, n_in, 3, 4, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, 4, err);
     if (st) return st;
     const struct kiln_value *x = in[0], *cs = in[1], *sn = in[2];
     const struct kiln_value *pos = n_in > 3 ? in[3] : NULL;

@@ -6,6 +6,7 @@
  * Inputs of other float dtypes are converted to float32 buffers first and
  * outputs converted back, so each op has one loop nest. */
 #include "ops/op.h"
+#include "backend/dnnl_norm.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -227,6 +228,54 @@ static kiln_status bn_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                 kiln_value_set_f64(out[i], c, run * mom + bat * (1 - mom));
             }
     free(a);
+    return KILN_OK;
+}
+
+/* ---- oneDNN fast path (inference form) ----------------------------------- */
+
+static kiln_status bn_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx, void *state,
+                               const struct kiln_value *const *in, int n_in,
+                               struct kiln_value *const *out, int n_out, kiln_error *err) {
+    kiln_status st = kiln_dnnl_norm_run(state, in[0]->data, out[0]->data, in[1]->data,
+                                        in[2]->data, in[3]->data, in[4]->data, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    return KILN_OK;
+}
+
+/* Every operand float32 in the plain layout, the running statistics as
+ * given (no training mode, no extra outputs). Scale, B, mean and var are
+ * bound at each run, so they need not be constants. X is described as
+ * [N, C, S, 1] (spatial dims flattened): oneDNN 2.6 has a fast kernel for
+ * nchw but only its reference one for ncw. */
+static kiln_status bn_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                              const struct kiln_value *const *in, int n_in,
+                              struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
+                              kiln_error *err) {
+    const struct kiln_value *x = in[0];
+    if (n_in != 5 || !out[0] || x->layout != KILN_LAYOUT_PLAIN ||
+        out[0]->layout != KILN_LAYOUT_PLAIN || x->rank < 2 || kiln_value_numel(x) == 0 ||
+        (n->opset >= 14 && kiln_attr_int(n, "training_mode", 0) != 0))
+        return KILN_OK;
+    for (int i = 0; i < 5; i++)
+        if (!in[i] || in[i]->dtype != KILN_DTYPE_FLOAT || in[i]->layout != KILN_LAYOUT_PLAIN)
+            return KILN_OK;
+    for (int i = 1; i < n_out; i++)
+        if (out[i]) return KILN_OK;
+    struct kiln_dnnl_norm_desc d = {.kind = KILN_DNNL_BNORM,
+                                    .eps = kiln_attr_float(n, "epsilon", 1e-5f)};
+    d.rank = 4;
+    d.dims[0] = x->dims[0];
+    d.dims[1] = x->dims[1];
+    d.dims[2] = prod_dims(x->dims, 2, x->rank);
+    d.dims[3] = 1;
+    struct kiln_dnnl_norm *f = NULL;
+    kiln_status st = kiln_dnnl_norm_create(&d, &f, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    if (!f) return KILN_OK;
+    k->run = bn_fast_run;
+    k->state = f;
+    k->release = kiln_dnnl_norm_free;
+    k->impl = kiln_dnnl_norm_impl(f);
     return KILN_OK;
 }
 
@@ -465,6 +514,72 @@ static kiln_status ln_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
     return ok ? KILN_OK : no_memory(err, n);
 }
 
+/* ---- oneDNN fast path for LayerNormalization ----------------------------- */
+
+static kiln_status ln_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx, void *state,
+                               const struct kiln_value *const *in, int n_in,
+                               struct kiln_value *const *out, int n_out, kiln_error *err) {
+    const struct kiln_value *bv = n_in > 2 ? in[2] : NULL;
+    kiln_status st = kiln_dnnl_norm_run(state, in[0]->data, out[0]->data, in[1]->data,
+                                        bv ? bv->data : NULL, NULL, NULL, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    return KILN_OK;
+}
+
+/* oneDNN normalizes over the last dim: x is described as [O, R] with
+ * R = prod(dims[axis:]), which is ONNX's LayerNormalization (epsilon inside
+ * the square root). Scale / B of exactly R elements are bound at each run;
+ * smaller ones that broadcast are expanded once here, which needs them
+ * constant. Mean / InvStdDev outputs are left to the reference kernel. */
+static kiln_status ln_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                              const struct kiln_value *const *in, int n_in,
+                              struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
+                              kiln_error *err) {
+    const struct kiln_value *x = in[0], *bv = n_in > 2 ? in[2] : NULL;
+    if (strcmp(n->op_type, "LayerNormalization") != 0 || !out[0] ||
+        x->dtype != KILN_DTYPE_FLOAT || x->layout != KILN_LAYOUT_PLAIN ||
+        out[0]->layout != KILN_LAYOUT_PLAIN || x->rank == 0 || kiln_value_numel(x) == 0)
+        return KILN_OK;
+    for (int i = 1; i < n_out; i++)
+        if (out[i]) return KILN_OK;
+    const struct kiln_value *params[2] = {in[1], bv};
+    for (int i = 0; i < 2; i++)
+        if (params[i] && (params[i]->dtype != KILN_DTYPE_FLOAT ||
+                          params[i]->layout != KILN_LAYOUT_PLAIN))
+            return KILN_OK;
+    int32_t axis;
+    kiln_status st = kiln_norm_axis(n, kiln_attr_int(n, "axis", -1), x->rank, &axis, err);
+    if (st) return st;
+    int64_t O = prod_dims(x->dims, 0, axis), R = prod_dims(x->dims, axis, x->rank);
+    struct fbuf bc[2] = {{0}, {0}};   /* broadcast copies */
+    for (int i = 0; i < 2; i++) {
+        if (!params[i] || kiln_value_numel(params[i]) == R) continue;
+        if (!params[i]->data) return KILN_OK;   /* broadcast at run time: not here */
+        if (!expand_tail(x, axis, params[i], R, &bc[i])) {
+            fb_free(&bc[0]);
+            return no_memory(err, n);
+        }
+    }
+    struct kiln_dnnl_norm_desc d = {.kind = KILN_DNNL_LNORM,
+                                    .rank = 2,
+                                    .dims = {O, R},
+                                    .eps = kiln_attr_float(n, "epsilon", 1e-5f),
+                                    .has_shift = bv != NULL,
+                                    .scale_const = bc[0].p,
+                                    .shift_const = bc[1].p};
+    struct kiln_dnnl_norm *f = NULL;
+    st = kiln_dnnl_norm_create(&d, &f, err);
+    fb_free(&bc[0]);
+    fb_free(&bc[1]);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    if (!f) return KILN_OK;
+    k->run = ln_fast_run;
+    k->state = f;
+    k->release = kiln_dnnl_norm_free;
+    k->impl = kiln_dnnl_norm_impl(f);
+    return KILN_OK;
+}
+
 /* ======================================================================
  * LRN
  * ====================================================================== */
@@ -675,9 +790,9 @@ static kiln_status lp_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
 /* All but LRN (which reads neighbouring channels) finish reading a row or
  * group before writing it, so they may run in place (KILN_OP_INPLACE). */
 const struct kiln_op_def kiln_ops_norm[] = {
-    {"BatchNormalization", NULL, 6, KILN_OP_INPLACE, bn_infer, bn_exec, NULL, NULL},
+    {"BatchNormalization", NULL, 6, KILN_OP_INPLACE, bn_infer, bn_exec, bn_prepare, NULL},
     {"InstanceNormalization", NULL, 6, KILN_OP_INPLACE, in_infer, in_exec, NULL, NULL},
-    {"LayerNormalization", NULL, 17, KILN_OP_INPLACE, ln_infer, ln_exec, NULL, NULL},
+    {"LayerNormalization", NULL, 17, KILN_OP_INPLACE, ln_infer, ln_exec, ln_prepare, NULL},
     {"RMSNormalization", NULL, 23, KILN_OP_INPLACE, ln_infer, ln_exec, NULL, NULL},
     {"GroupNormalization", NULL, 18, KILN_OP_INPLACE, gn_infer, gn_exec, NULL, NULL},
     {"LRN", NULL, 1, 0, lrn_infer, lrn_exec, NULL, NULL},

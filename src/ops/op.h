@@ -69,6 +69,8 @@ enum kiln_op_flags {
     KILN_OP_INPLACE     = 1 << 1,  /* output 0 may share input 0's buffer (same size, elementwise) */
     KILN_OP_NO_FOLD     = 1 << 2,  /* never evaluate at plan time (random, huge outputs) */
     KILN_OP_SUBGRAPH    = 1 << 3,  /* runs subgraphs (If/Loop/Scan): always dynamic */
+    KILN_OP_SHAPE_ONLY  = 1 << 4,  /* reads only its inputs' shapes (Shape, Size): folds at
+                                      plan time even when the input data are not known */
 };
 
 struct kiln_op_def {
@@ -99,6 +101,10 @@ struct kiln_exec_ctx {
     /* Model-wide cache for buffers derived from constant weights (packed
      * layouts): every session of the model shares them. May be NULL. */
     struct kiln_wcache *wcache;
+    /* Limits for dynamic execution, where sizes are only known as nodes run:
+     * one tensor, and all live intermediate tensors together (0 = none). */
+    uint64_t max_tensor_bytes, max_live_bytes;
+    uint64_t *live_bytes;          /* executor-private: bytes held by dynamic frames (shared by copies) */
 };
 
 /* Registry */

@@ -6,6 +6,7 @@
  * loops; other dtypes are widened to double or int64 so that one loop serves
  * them all. */
 #include "ops/op.h"
+#include "backend/dnnl_norm.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -823,6 +824,49 @@ static kiln_status topk_exec(const struct kiln_node *n, struct kiln_exec_ctx *ct
     return KILN_OK;
 }
 
+/* ---- oneDNN fast path for Softmax / LogSoftmax ---------------------------- */
+
+static kiln_status sm_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx, void *state,
+                               const struct kiln_value *const *in, int n_in,
+                               struct kiln_value *const *out, int n_out, kiln_error *err) {
+    kiln_status st = kiln_dnnl_norm_run(state, in[0]->data, out[0]->data, NULL, NULL, NULL, NULL,
+                                        err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    return KILN_OK;
+}
+
+/* The [O, R, I] view as a dense tensor with the reduced axis at 1: [O, R]
+ * when I == 1 (the last axis, and every opset < 13 form, whose flattened
+ * tail is one row), else [O, R, I]. */
+static kiln_status sm_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                              const struct kiln_value *const *in, int n_in,
+                              struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
+                              kiln_error *err) {
+    const struct kiln_value *x = in[0];
+    enum sm_kind kind = sm_kind_of(n);
+    if (kind == SM_HARD || x->dtype != KILN_DTYPE_FLOAT || x->layout != KILN_LAYOUT_PLAIN ||
+        !out[0] || out[0]->layout != KILN_LAYOUT_PLAIN || x->rank == 0 ||
+        kiln_value_numel(x) == 0)
+        return KILN_OK;
+    int64_t O, R, I;
+    kiln_status st = sm_view(n, x, &O, &R, &I, err);
+    if (st) return st;
+    struct kiln_dnnl_norm_desc d = {
+        .kind = kind == SM_LOG ? KILN_DNNL_LOGSOFTMAX : KILN_DNNL_SOFTMAX,
+        .rank = I == 1 ? 2 : 3,
+        .dims = {O, R, I},
+        .axis = 1};
+    struct kiln_dnnl_norm *f = NULL;
+    if ((st = kiln_dnnl_norm_create(&d, &f, err)))
+        return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
+    if (!f) return KILN_OK;
+    k->run = sm_fast_run;
+    k->state = f;
+    k->release = kiln_dnnl_norm_free;
+    k->impl = kiln_dnnl_norm_impl(f);
+    return KILN_OK;
+}
+
 /* The softmax-class kernels read every element of a row (or column block)
  * before writing it, so they may run in place (KILN_OP_INPLACE). */
 const struct kiln_op_def kiln_ops_reduce[] = {
@@ -838,8 +882,8 @@ const struct kiln_op_def kiln_ops_reduce[] = {
     {"ReduceSumSquare", NULL, 1, 0, reduce_infer, reduce_exec, NULL, NULL},
     {"ArgMax", NULL, 1, 0, arg_infer, arg_exec, NULL, NULL},
     {"ArgMin", NULL, 1, 0, arg_infer, arg_exec, NULL, NULL},
-    {"Softmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, NULL, NULL},
-    {"LogSoftmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, NULL, NULL},
+    {"Softmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, sm_prepare, NULL},
+    {"LogSoftmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, sm_prepare, NULL},
     {"Hardmax", NULL, 1, KILN_OP_INPLACE, sm_infer, sm_exec, NULL, NULL},
     {"TopK", NULL, 1, 0, topk_infer, topk_exec, NULL, NULL},
     {0},

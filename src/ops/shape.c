@@ -29,17 +29,6 @@ static int n_threads(const struct kiln_exec_ctx *ctx) {
     return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
 }
 
-/* Arity plus presence: kiln_op_check_arity cannot see in[], and the executor
- * passes NULL for an input the model omits (""), required or not. */
-static kiln_status check_inputs(const struct kiln_node *n, const struct kiln_value *const *in,
-                                int n_in, int min_in, int max_in, kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, min_in, max_in, err);
-    for (int i = 0; st == KILN_OK && i < min_in; i++)
-        if (!in[i])
-            st = kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "required input %d is missing", i);
-    return st;
-}
-
 static kiln_status elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
                              kiln_error *err) {
     *es = kiln_dtype_size(dt);
@@ -317,7 +306,7 @@ static kiln_status exec_view(const struct kiln_node *n, struct kiln_exec_ctx *ct
 static kiln_status infer_identity(const struct kiln_node *n, const struct kiln_value *const *in,
                                   int n_in, struct kiln_value *const *out, int n_out,
                                   kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -331,11 +320,11 @@ static kiln_status infer_reshape(const struct kiln_node *n, const struct kiln_va
     int64_t shape[MAXR], cnt;
     kiln_status st;
     if (n->opset < 5) { /* Reshape-1: shape attribute */
-        if ((st = check_inputs(n, in, n_in, 1, 1, err)) != KILN_OK) return st;
+        if ((st = kiln_op_check_arity(n, n_in, 1, 1, err)) != KILN_OK) return st;
         if ((st = attr_ints(n, "shape", shape, MAXR, &cnt, err)) != KILN_OK) return st;
         if (cnt < 0) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing 'shape' attribute");
     } else {
-        if ((st = check_inputs(n, in, n_in, 2, 2, err)) != KILN_OK) return st;
+        if ((st = kiln_op_check_arity(n, n_in, 2, 2, err)) != KILN_OK) return st;
         if (!in[1]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "shape", shape, MAXR, &cnt, err)) != KILN_OK) return st;
     }
@@ -384,7 +373,7 @@ static kiln_status infer_reshape(const struct kiln_node *n, const struct kiln_va
 static kiln_status infer_flatten(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -403,7 +392,7 @@ static kiln_status infer_squeeze(const struct kiln_node *n, const struct kiln_va
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
     int64_t axes[MAXR], cnt = -1;
-    kiln_status st = check_inputs(n, in, n_in, 1, n->opset >= 13 ? 2 : 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, n->opset >= 13 ? 2 : 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -440,7 +429,7 @@ static kiln_status infer_unsqueeze(const struct kiln_node *n, const struct kiln_
                                    int n_in, struct kiln_value *const *out, int n_out,
                                    kiln_error *err) {
     int64_t axes[MAXR], cnt = -1;
-    kiln_status st = check_inputs(n, in, n_in, n->opset >= 13 ? 2 : 1, n->opset >= 13 ? 2 : 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, n->opset >= 13 ? 2 : 1, n->opset >= 13 ? 2 : 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -498,7 +487,7 @@ static kiln_status infer_transpose(const struct kiln_node *n, const struct kiln_
                                    kiln_error *err) {
     int64_t perm[MAXR], dims[MAXR];
     size_t es;
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = transpose_perm(n, in[0]->rank, perm, err);
     if (st != KILN_OK) return st;
@@ -633,7 +622,7 @@ static kiln_status split_axis(const struct kiln_node *n, const struct kiln_value
 static kiln_status infer_split(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 2, err);
     size_t es;
     int32_t axis;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
@@ -687,7 +676,7 @@ static kiln_status slice_params(const struct kiln_node *n, const struct kiln_val
     int64_t starts[MAXR], ends[MAXR], axes[MAXR], steps[MAXR], cs, ce, ca = -1, cp = -1;
     kiln_status st;
     if (n->opset < 10) {
-        if ((st = check_inputs(n, in, n_in, 1, 1, err)) != KILN_OK) return st;
+        if ((st = kiln_op_check_arity(n, n_in, 1, 1, err)) != KILN_OK) return st;
         if ((st = attr_ints(n, "starts", starts, MAXR, &cs, err)) != KILN_OK ||
             (st = attr_ints(n, "ends", ends, MAXR, &ce, err)) != KILN_OK ||
             (st = attr_ints(n, "axes", axes, MAXR, &ca, err)) != KILN_OK)
@@ -695,7 +684,7 @@ static kiln_status slice_params(const struct kiln_node *n, const struct kiln_val
         if (cs < 0 || ce < 0)
             return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing 'starts' or 'ends' attribute");
     } else {
-        if ((st = check_inputs(n, in, n_in, 3, 5, err)) != KILN_OK) return st;
+        if ((st = kiln_op_check_arity(n, n_in, 3, 5, err)) != KILN_OK) return st;
         for (int i = 1; i < n_in; i++)
             if (in[i] && !in[i]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "starts", starts, MAXR, &cs, err)) != KILN_OK ||
@@ -784,7 +773,7 @@ static kiln_status exec_slice(const struct kiln_node *n, struct kiln_exec_ctx *c
 static kiln_status infer_expand(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -836,7 +825,7 @@ static kiln_status tile_repeats(const struct kiln_node *n, const struct kiln_val
 
 static kiln_status infer_tile(const struct kiln_node *n, const struct kiln_value *const *in,
                               int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -896,7 +885,7 @@ static kiln_status pad_params(const struct kiln_node *n, const struct kiln_value
     else if (strcmp(mode, "wrap") == 0) p->mode = PAD_WRAP;
     else return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "pad mode '%s' is not supported", mode);
     if (n->opset < 11) {
-        if ((st = check_inputs(n, in, n_in, 1, 1, err)) != KILN_OK) return st;
+        if ((st = kiln_op_check_arity(n, n_in, 1, 1, err)) != KILN_OK) return st;
         if ((st = attr_ints(n, n->opset < 2 ? "paddings" : "pads", pads, 2 * MAXR, &cnt, err)) !=
             KILN_OK)
             return st;
@@ -904,7 +893,7 @@ static kiln_status pad_params(const struct kiln_node *n, const struct kiln_value
         struct kiln_value v = {.dtype = x->dtype, .data = p->value};
         kiln_value_set_f64(&v, 0, kiln_attr_float(n, "value", 0.0f));
     } else {
-        if ((st = check_inputs(n, in, n_in, 2, 4, err)) != KILN_OK) return st;
+        if ((st = kiln_op_check_arity(n, n_in, 2, 4, err)) != KILN_OK) return st;
         for (int i = 1; i < n_in; i++)
             if (in[i] && !in[i]->data) return KILN_DYNAMIC;
         if ((st = read_ints(n, in[1], "pads", pads, 2 * MAXR, &cnt, err)) != KILN_OK) return st;
@@ -1035,7 +1024,7 @@ static kiln_status exec_pad(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 
 static kiln_status d2s_check(const struct kiln_node *n, const struct kiln_value *const *in,
                              int n_in, int64_t *b, kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -1130,7 +1119,7 @@ static kiln_status exec_s2d(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 static kiln_status infer_trilu(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 2, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -1177,7 +1166,7 @@ static kiln_status exec_trilu(const struct kiln_node *n, struct kiln_exec_ctx *c
 static kiln_status infer_dropout(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, n->opset >= 12 ? 3 : 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, n->opset >= 12 ? 3 : 1, err);
     size_t es;
     if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
@@ -1237,7 +1226,7 @@ static void shape_range(const struct kiln_node *n, int32_t r, int64_t *start, in
 static kiln_status infer_shape(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     if (st != KILN_OK) return st;
     int64_t s, e;
     shape_range(n, in[0]->rank, &s, &e);
@@ -1257,7 +1246,7 @@ static kiln_status exec_shape(const struct kiln_node *n, struct kiln_exec_ctx *c
 
 static kiln_status infer_size(const struct kiln_node *n, const struct kiln_value *const *in,
                               int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     if (st != KILN_OK) return st;
     kiln_value_set_shape(out[0], KILN_DTYPE_INT64, 0, NULL);
     return KILN_OK;
@@ -1290,7 +1279,7 @@ static kiln_status infer_cos(const struct kiln_node *n, const struct kiln_value 
                              int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
     const struct kiln_value *v;
     int64_t dims[MAXR], cnt;
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     if (st == KILN_OK) st = cos_value(n, &v, err);
     if (st != KILN_OK) return st;
     if (!in[0]->data) return KILN_DYNAMIC;
@@ -1313,7 +1302,7 @@ static kiln_status exec_cos(const struct kiln_node *n, struct kiln_exec_ctx *ctx
 static kiln_status infer_eyelike(const struct kiln_node *n, const struct kiln_value *const *in,
                                  int n_in, struct kiln_value *const *out, int n_out,
                                  kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 1, 1, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     if (st != KILN_OK) return st;
     if (in[0]->rank != 2)
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected a rank-2 input, got rank %d",
@@ -1377,7 +1366,7 @@ static kiln_status range_count(const struct kiln_node *n, const struct kiln_valu
 static kiln_status infer_range(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct kiln_value *const *out, int n_out,
                                kiln_error *err) {
-    kiln_status st = check_inputs(n, in, n_in, 3, 3, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
     if (st != KILN_OK) return st;
     if (!range_dtype_ok(in[0]->dtype))
         return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "dtype %s is not supported",
@@ -1452,7 +1441,7 @@ static kiln_status infer_constant(const struct kiln_node *n, const struct kiln_v
                                   int n_in, struct kiln_value *const *out, int n_out,
                                   kiln_error *err) {
     struct kiln_value v;
-    kiln_status st = check_inputs(n, in, n_in, 0, 0, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 0, 0, err);
     if (st == KILN_OK) st = constant_value(n, &v, err);
     if (st != KILN_OK) return st;
     return set_out(n, out[0], v.dtype, v.rank, v.dims, err);
@@ -1488,8 +1477,8 @@ const struct kiln_op_def kiln_ops_shape[] = {
     {"SpaceToDepth", "", 1, 0, infer_s2d, exec_s2d},
     {"Trilu", "", 14, 0, infer_trilu, exec_trilu},
     {"Dropout", "", 1, KILN_OP_VIEW, infer_dropout, exec_dropout},
-    {"Shape", "", 1, 0, infer_shape, exec_shape},
-    {"Size", "", 1, 0, infer_size, exec_size},
+    {"Shape", "", 1, KILN_OP_SHAPE_ONLY, infer_shape, exec_shape},
+    {"Size", "", 1, KILN_OP_SHAPE_ONLY, infer_size, exec_size},
     {"ConstantOfShape", "", 9, 0, infer_cos, exec_cos},
     {"EyeLike", "", 9, 0, infer_eyelike, exec_eyelike},
     {"Range", "", 11, 0, infer_range, exec_range},

@@ -5,19 +5,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Order matters: folding first turns constant chains into constants that CSE
+ * and the pattern passes can read; fuse-residual must run before
+ * fuse-activation so that Conv -> Add -> Relu becomes act(conv + r), and
+ * fuse-activation never sees an activation it could fuse too early. */
 const struct kiln_pass kiln_default_passes[] = {
+    {"fold-constants", kiln_pass_fold_constants},
+    {"cse", kiln_pass_cse},
     {"fold-batchnorm", kiln_pass_fold_batchnorm},
+    {"fuse-layernorm", kiln_pass_fuse_layernorm},
+    {"fuse-residual", kiln_pass_fuse_residual},
     {"fuse-activation", kiln_pass_fuse_activation},
     {"dce", kiln_pass_dce},
     {NULL, NULL},
 };
 
-static void node_free(struct kiln_node *n) {
-    free(n->name);
-    free(n->op_type);
-    free(n->domain);
-    free(n->inputs);
-    free(n->outputs);
+void kiln_node_free_attrs(struct kiln_node *n) {
     for (int32_t a = 0; a < n->n_attrs; a++) {
         struct kiln_attr *at = &n->attrs[a];
         free(at->name);
@@ -31,6 +34,58 @@ static void node_free(struct kiln_node *n) {
         free(at->strings);
     }
     free(n->attrs);
+    n->attrs = NULL;
+    n->n_attrs = 0;
+}
+
+static void node_free(struct kiln_node *n) {
+    free(n->name);
+    free(n->op_type);
+    free(n->domain);
+    free(n->inputs);
+    free(n->outputs);
+    kiln_node_free_attrs(n);
+}
+
+void kiln_node_detach(struct kiln_node *n) {
+    n->n_inputs = 0;
+    n->n_outputs = 0;
+}
+
+int32_t kiln_graph_readers(const struct kiln_graph *g, int32_t v, int32_t from, int32_t *out,
+                           int32_t max) {
+    int32_t cnt = 0;
+    for (int32_t i = from < 0 ? 0 : from; i < g->n_nodes; i++) {
+        const struct kiln_node *n = &g->nodes[i];
+        bool reads = false;
+        for (int32_t j = 0; j < n->n_inputs && !reads; j++) reads = n->inputs[j] == v;
+        if (!reads) continue;
+        if (cnt < max) out[cnt] = i;
+        cnt++;
+    }
+    return cnt;
+}
+
+bool kiln_node_has_subgraph(const struct kiln_node *n) {
+    for (int32_t a = 0; a < n->n_attrs; a++)
+        if (n->attrs[a].g || n->attrs[a].type == KILN_ATTR_GRAPH ||
+            n->attrs[a].type == KILN_ATTR_GRAPHS)
+            return true;
+    return false;
+}
+
+bool kiln_graph_is_output(const struct kiln_graph *g, int32_t v) {
+    for (int32_t i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == v) return true;
+    return false;
+}
+
+const struct kiln_value *kiln_node_const_f32(const struct kiln_graph *g, const struct kiln_node *n,
+                                             int32_t idx) {
+    if (idx < 0 || idx >= n->n_inputs || n->inputs[idx] < 0) return NULL;
+    const struct kiln_value_info *vi = &g->values[n->inputs[idx]];
+    if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || !vi->v.data) return NULL;
+    return &vi->v;
 }
 
 void kiln_graph_compact(struct kiln_graph *g, const bool *dead_node) {

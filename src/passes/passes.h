@@ -38,10 +38,36 @@ void kiln_graph_dump(const struct kiln_graph *g, FILE *f);
 void    kiln_graph_compact(struct kiln_graph *g, const bool *dead_node);
 int32_t kiln_graph_add_const(struct kiln_graph *g, const char *name, struct kiln_value v);
 
+/* Frees n's attributes (n_attrs becomes 0). */
+void    kiln_node_free_attrs(struct kiln_node *n);
+/* Detaches a node about to be compacted away: it reads and writes nothing,
+ * so recounts between a rewrite and the compaction stay exact. */
+void    kiln_node_detach(struct kiln_node *n);
+/* The distinct nodes (index >= from) that read value v, in order, into
+ * out[0..max); returns how many there are (may exceed max). */
+int32_t kiln_graph_readers(const struct kiln_graph *g, int32_t v, int32_t from, int32_t *out,
+                           int32_t max);
+/* True when any attribute of n is a graph (If/Loop/Scan bodies): passes that
+ * compare or evaluate nodes leave those alone. */
+bool    kiln_node_has_subgraph(const struct kiln_node *n);
+/* True when v is one of g's outputs. */
+bool    kiln_graph_is_output(const struct kiln_graph *g, int32_t v);
+/* The float32 constant read by input idx of n, or NULL (absent, not constant,
+ * not float32, no data). */
+const struct kiln_value *kiln_node_const_f32(const struct kiln_graph *g, const struct kiln_node *n,
+                                             int32_t idx);
+
 kiln_status kiln_pass_dce(struct kiln_graph *g, struct kiln_pass_stats *st, kiln_error *err);
 kiln_status kiln_pass_fold_batchnorm(struct kiln_graph *g, struct kiln_pass_stats *st,
                                      kiln_error *err);
 kiln_status kiln_pass_fuse_activation(struct kiln_graph *g, struct kiln_pass_stats *st,
                                       kiln_error *err);
+kiln_status kiln_pass_fold_constants(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                     kiln_error *err);
+kiln_status kiln_pass_cse(struct kiln_graph *g, struct kiln_pass_stats *st, kiln_error *err);
+kiln_status kiln_pass_fuse_layernorm(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                     kiln_error *err);
+kiln_status kiln_pass_fuse_residual(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                    kiln_error *err);
 
 #endif

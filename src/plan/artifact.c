@@ -118,6 +118,7 @@ static void w_graph(struct wbuf *m, struct wbuf *wts, const struct kiln_graph *g
         w_i32(m, n->act.kind);
         w_f32(m, n->act.alpha);
         w_f32(m, n->act.beta);
+        w_i32(m, n->sum_input);   /* since version 2 */
         w_u32(m, (uint32_t)n->n_attrs);
         for (int32_t a = 0; a < n->n_attrs; a++) {
             const struct kiln_attr *at = &n->attrs[a];
@@ -193,6 +194,43 @@ kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_p
     h.weights_len = wts.len;
     h.file_size = h.weights_off + h.weights_len;
 
+    /* pre-packed weights: an index, the keys, then page-aligned blocks, so a
+     * loading process maps the packed bytes instead of packing its own copy */
+    struct wbuf pk = {0};
+    int32_t np = info && info->packed ? info->n_packed : 0;
+    if (np > 0) {
+        size_t index_len = (size_t)np * 32, keys_len = 0;
+        for (int32_t i = 0; i < np; i++) keys_len += info->packed[i].key_len;
+        uint64_t data_at = (index_len + keys_len + PAGE - 1) / PAGE * PAGE;
+        uint64_t key_at = index_len;
+        for (int32_t i = 0; i < np; i++) {
+            const struct kiln_artifact_packed *e = &info->packed[i];
+            w_u32(&pk, (uint32_t)e->value);
+            w_u32(&pk, (uint32_t)e->key_len);
+            w_u64(&pk, e->bytes);
+            w_u64(&pk, data_at);
+            w_u64(&pk, key_at);
+            key_at += e->key_len;
+            data_at = (data_at + e->bytes + PAGE - 1) / PAGE * PAGE;
+        }
+        for (int32_t i = 0; i < np; i++) w_bytes(&pk, info->packed[i].key, info->packed[i].key_len);
+        for (int32_t i = 0; i < np; i++) {
+            static const uint8_t zpad[PAGE];
+            w_bytes(&pk, zpad, (PAGE - pk.len % PAGE) % PAGE);
+            w_bytes(&pk, info->packed[i].data, info->packed[i].bytes);
+        }
+        if (pk.oom) {
+            free(meta.p);
+            free(wts.p);
+            free(pk.p);
+            return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: serializing packed weights", out_path);
+        }
+        h.n_packed = (uint32_t)np;
+        h.packed_off = (h.file_size + PAGE - 1) / PAGE * PAGE;
+        h.packed_len = pk.len;
+        h.file_size = h.packed_off + h.packed_len;
+    }
+
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp%d", out_path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
@@ -204,6 +242,10 @@ kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_p
     size_t pad = (size_t)(h.weights_off - h.meta_off - h.meta_len);
     bool ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(meta.p, 1, meta.len, f) == meta.len &&
               fwrite(zeros, 1, pad, f) == pad && fwrite(wts.p, 1, wts.len, f) == wts.len;
+    if (ok && np > 0) {
+        size_t pad2 = (size_t)(h.packed_off - h.weights_off - h.weights_len);
+        ok = fwrite(zeros, 1, pad2, f) == pad2 && fwrite(pk.p, 1, pk.len, f) == pk.len;
+    }
     ok = (fclose(f) == 0) && ok;
     /* write-then-rename: a crash never leaves a half-written plan under the real name */
     if (!ok || rename(tmp, out_path) != 0) {
@@ -213,6 +255,7 @@ kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_p
 done:
     free(meta.p);
     free(wts.p);
+    free(pk.p);
     return s;
 }
 
@@ -279,6 +322,54 @@ static bool r_tensor_inline(struct rbuf *b, struct kiln_value *v) {
 
 static bool valid_id(const struct kiln_graph *g, int32_t id, bool optional) {
     return (optional && id == -1) || (id >= 0 && id < g->n_values);
+}
+
+/* What the ONNX importer guarantees and the planner relies on, checked again
+ * because a plan file is untrusted: a value is at most one of constant, graph
+ * input or outer reference; the input list holds each input value exactly
+ * once; nodes come in topological order, each value is written by at most one
+ * node and never one that is a constant, input or outer reference; a value is
+ * defined before any node (or subgraph of a node) reads it; graph outputs are
+ * defined. */
+static bool valid_structure(const struct kiln_graph *g) {
+    uint8_t *def = calloc((size_t)g->n_values + 1, 1);   /* 1: defined, 2: listed input */
+    if (!def) return false;
+    bool ok = false;
+    int32_t n_flagged = 0;
+    for (int32_t v = 0; v < g->n_values; v++) {
+        const struct kiln_value_info *vi = &g->values[v];
+        if ((vi->is_const ? 1 : 0) + (vi->is_input ? 1 : 0) + (vi->outer >= 0 ? 1 : 0) > 1) goto done;
+        if (vi->is_const || vi->outer >= 0) def[v] = 1;
+        n_flagged += vi->is_input;
+    }
+    for (int32_t i = 0; i < g->n_inputs; i++) {
+        int32_t v = g->inputs[i];
+        if (!g->values[v].is_input || def[v]) goto done;
+        def[v] = 2;
+    }
+    if (n_flagged != g->n_inputs) goto done;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const struct kiln_node *n = &g->nodes[i];
+        for (int32_t j = 0; j < n->n_inputs; j++)
+            if (n->inputs[j] >= 0 && !def[n->inputs[j]]) goto done;
+        for (int32_t a = 0; a < n->n_attrs; a++) {
+            const struct kiln_graph *sg = n->attrs[a].type == KILN_ATTR_GRAPH ? n->attrs[a].g : NULL;
+            for (int32_t v = 0; sg && v < sg->n_values; v++)
+                if (sg->values[v].outer >= 0 && !def[sg->values[v].outer]) goto done;
+        }
+        for (int32_t j = 0; j < n->n_outputs; j++) {
+            int32_t v = n->outputs[j];
+            if (v < 0) continue;
+            if (def[v]) goto done;
+            def[v] = 1;
+        }
+    }
+    for (int32_t i = 0; i < g->n_outputs; i++)
+        if (!def[g->outputs[i]]) goto done;
+    ok = true;
+done:
+    free(def);
+    return ok;
 }
 
 static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph **out) {
@@ -367,7 +458,11 @@ static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph
         }
         int32_t ak;
         if (!r_i32(b, &ak) || ak < 0 || ak > KILN_ACT_TANH || !r_f32(b, &n->act.alpha) ||
-            !r_f32(b, &n->act.beta) || !r_u32(b, &na) || na > 4096)
+            !r_f32(b, &n->act.beta) || !r_i32(b, &n->sum_input) || !r_u32(b, &na) || na > 4096)
+            goto fail;
+        /* a fused residual is input 3 of a Conv that has it (checked again by Conv's infer) */
+        if (n->sum_input && (n->sum_input != 3 || n->n_inputs != 4 || n->inputs[3] < 0 ||
+                             strcmp(n->op_type, "Conv") || *n->domain))
             goto fail;
         n->act.kind = (enum kiln_act_kind)ak;
         n->attrs = calloc(na ? na : 1, sizeof *n->attrs);
@@ -414,12 +509,7 @@ static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph
         n->op = kiln_op_lookup(n->domain, n->op_type, n->opset);
     }
     kiln_graph_recount(g);
-    /* every non-constant, non-input value must have a producer (or be an outer reference) */
-    for (int32_t v = 0; v < g->n_values; v++) {
-        const struct kiln_value_info *vi = &g->values[v];
-        if (!vi->is_const && !vi->is_input && vi->outer < 0 && vi->producer < 0 && vi->n_consumers)
-            goto fail;
-    }
+    if (!valid_structure(g)) goto fail;
     b->depth--;
     *out = g;
     return true;
@@ -474,21 +564,66 @@ kiln_status kiln_artifact_parse(const uint8_t *data, size_t len, const char *lab
         h.n_batch_sizes > KILN_ARTIFACT_MAX_BATCHES)
         return kiln_fail(err, KILN_ERR_BAD_MODEL,
                          "%s: corrupt plan header (sections do not fit the %zu-byte file)", label, len);
+    if (h.n_packed > (1u << 16) ||
+        (h.n_packed && (h.packed_off % PAGE || h.packed_off < h.weights_off + h.weights_len ||
+                        h.packed_off > len || h.packed_len > len - h.packed_off ||
+                        h.packed_off + h.packed_len != len)) ||
+        (!h.n_packed && h.weights_off + h.weights_len != len))
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: corrupt plan header (packed-weights section does not fit)", label);
     h.cpu_features[sizeof h.cpu_features - 1] = '\0';
     h.precision[sizeof h.precision - 1] = '\0';
     struct rbuf b = {.p = data + h.meta_off, .len = (size_t)h.meta_len,
                      .weights = data + h.weights_off, .weights_len = (size_t)h.weights_len,
                      .label = label};
-    struct kiln_graph *g;
-    if (!r_graph(&b, NULL, &g) || b.off != b.len)
+    struct kiln_graph *g = NULL;
+    if (!r_graph(&b, NULL, &g) || b.off != b.len) {
+        kiln_graph_free(g);   /* a graph followed by stray bytes: parsed, then refused */
         return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (graph section invalid near byte %zu)",
                          label, (size_t)h.meta_off + b.off);
+    }
+    out->n_packed = 0;
+    out->packed = NULL;
+    if (h.n_packed) {
+        const uint8_t *sec = data + h.packed_off;
+        size_t sl = (size_t)h.packed_len;
+        out->packed = calloc(h.n_packed, sizeof *out->packed);
+        if (!out->packed) {
+            kiln_graph_free(g);
+            return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: packed weights index", label);
+        }
+        if ((size_t)h.n_packed * 32 > sl) goto bad_packed;
+        for (uint32_t i = 0; i < h.n_packed; i++) {
+            uint32_t value, key_len;
+            uint64_t bytes, data_off, key_off;
+            memcpy(&value, sec + i * 32, 4);
+            memcpy(&key_len, sec + i * 32 + 4, 4);
+            memcpy(&bytes, sec + i * 32 + 8, 8);
+            memcpy(&data_off, sec + i * 32 + 16, 8);
+            memcpy(&key_off, sec + i * 32 + 24, 8);
+            if (value >= (uint32_t)g->n_values || !g->values[value].is_const ||
+                !g->values[value].v.data || key_len > 4096 || key_off > sl || key_len > sl - key_off ||
+                data_off % PAGE || data_off > sl || bytes > sl - data_off)
+                goto bad_packed;
+            out->packed[i] = (struct kiln_artifact_packed){(int32_t)value, sec + key_off, key_len,
+                                                           sec + data_off, (size_t)bytes};
+        }
+        out->n_packed = (int32_t)h.n_packed;
+    }
     out->graph = g;
     out->header = h;
     return KILN_OK;
+bad_packed:
+    free(out->packed);
+    out->packed = NULL;
+    kiln_graph_free(g);
+    return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (packed-weights index invalid)", label);
 }
 
 void kiln_artifact_unmap(struct kiln_artifact *a) {
     if (a->map) munmap(a->map, a->map_len);
     a->map = NULL;
+    free(a->packed);
+    a->packed = NULL;
+    a->n_packed = 0;
 }

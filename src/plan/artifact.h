@@ -5,7 +5,7 @@
 #include "ir/graph.h"
 
 #define KILN_ARTIFACT_MAGIC "KILNPLAN"
-#define KILN_ARTIFACT_VERSION 1u
+#define KILN_ARTIFACT_VERSION 3u   /* 2: nodes carry sum_input; 3: pre-packed weights section */
 #define KILN_ARTIFACT_MAX_BATCHES 16
 
 /* Fixed-size header at offset 0, little-endian. */
@@ -23,18 +23,35 @@ struct kiln_artifact_header {
     char     precision[16];        /* "fp32", "bf16", "int8" */
     uint32_t n_batch_sizes;
     int32_t  batch_sizes[KILN_ARTIFACT_MAX_BATCHES];
-    uint32_t reserved;
+    uint32_t n_packed;             /* pre-packed weight blocks */
+    uint64_t packed_off;           /* page-aligned; 0 when n_packed is 0 */
+    uint64_t packed_len;
+};
+
+/* One weight tensor pre-packed into a kernel's layout. In the file: an index
+ * of these (value id, key length, bytes, data offset, key offset; offsets
+ * relative to the packed section), the keys, then page-aligned data blocks. */
+struct kiln_artifact_packed {
+    int32_t     value;             /* constant in the main graph it was packed from */
+    const void *key;               /* how it was packed (the kernel's layout descriptor) */
+    size_t      key_len;
+    const void *data;
+    size_t      bytes;
 };
 
 struct kiln_artifact_info {
     const char *precision;
     int32_t n_batch_sizes;
     const int32_t *batch_sizes;
+    int32_t n_packed;
+    const struct kiln_artifact_packed *packed;
 };
 
 struct kiln_artifact {
     struct kiln_artifact_header header;
     struct kiln_graph *graph;      /* constants borrow from the mapping */
+    int32_t n_packed;
+    struct kiln_artifact_packed *packed;   /* point into the mapping; array owned */
     void  *map;
     size_t map_len;
 };

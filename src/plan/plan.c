@@ -191,14 +191,34 @@ static void demote(uint8_t *L, int32_t v, bool *changed) {
     }
 }
 
-static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g) {
+/* The activation layout for this CPU: oneDNN's direct fp32 convolutions on
+ * AVX2 are written for nChw8c; on AVX-512 (and AMX, for bf16/int8) its brgemm
+ * convolutions want NHWC. */
+static enum kiln_layout preferred_layout(int32_t requested) {
+    switch (requested) {
+    case 1: return KILN_LAYOUT_PLAIN;
+    case 2: return KILN_LAYOUT_CHANNELS_LAST;
+    case 3: return KILN_LAYOUT_BLOCKED8;
+    default: break;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    if (!__builtin_cpu_supports("avx512f")) return KILN_LAYOUT_BLOCKED8;
+#endif
+    return KILN_LAYOUT_CHANNELS_LAST;
+}
+
+static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g, int32_t requested) {
+    enum kiln_layout want = preferred_layout(requested);
+    if (want == KILN_LAYOUT_PLAIN) return;
     uint8_t *L = calloc((size_t)(p->n_values ? p->n_values : 1), 1);
     if (!L) return; /* plain everywhere is always correct */
     for (int32_t si = 0; si < p->n_steps; si++) {
         const struct kiln_node *n = &g->nodes[p->steps[si].node];
         if (n->n_outputs < 1 || n->outputs[0] < 0) continue;
         const struct kiln_value *o = &p->vals[n->outputs[0]];
+        /* blocked layouts only where channels fill whole blocks: no padding */
         if (o->dtype == KILN_DTYPE_FLOAT && o->rank >= 3 && o->rank <= 5 &&
+            (want != KILN_LAYOUT_BLOCKED8 || o->dims[1] % 8 == 0) &&
             (is_cl_op(n) || eltwise_agnostic(p, n)))
             L[n->outputs[0]] = 1;
     }
@@ -208,8 +228,22 @@ static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g) {
         for (int32_t si = 0; si < p->n_steps; si++) {
             const struct kiln_node *n = &g->nodes[p->steps[si].node];
             if (is_cl_op(n)) {
-                for (int32_t j = 1; j < n->n_inputs; j++) demote(L, n->inputs[j], &changed);
+                for (int32_t j = 1; j < n->n_inputs; j++)
+                    if (j != n->sum_input) demote(L, n->inputs[j], &changed);
                 for (int32_t j = 1; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
+                if (n->sum_input) {
+                    /* a fused residual is summed into the output in place, so it must
+                     * share the output's shape and layout, else both go plain */
+                    int32_t r = n->inputs[n->sum_input], o = n->outputs[0];
+                    const struct kiln_value *rv = &p->vals[r], *ov = &p->vals[o];
+                    bool same = rv->rank == ov->rank && rv->dtype == ov->dtype;
+                    for (int32_t d = 0; same && d < rv->rank; d++) same = rv->dims[d] == ov->dims[d];
+                    if (!same) demote(L, r, &changed);
+                    if (L[r] != L[o]) {
+                        demote(L, r, &changed);
+                        demote(L, o, &changed);
+                    }
+                }
             } else if (eltwise_agnostic(p, n)) {
                 bool all = L[n->outputs[0]];
                 for (int32_t j = 0; j < n->n_inputs; j++)
@@ -234,7 +268,7 @@ static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g) {
             }
     }
     for (int32_t v = 0; v < p->n_values; v++)
-        p->vals[v].layout = L[v] ? KILN_LAYOUT_CHANNELS_LAST : KILN_LAYOUT_PLAIN;
+        p->vals[v].layout = L[v] ? (uint8_t)want : KILN_LAYOUT_PLAIN;
     free(L);
 }
 
@@ -245,22 +279,32 @@ static void cl_split(const struct kiln_value *v, int64_t *N, int64_t *C, int64_t
     for (int32_t r = 2; r < v->rank; r++) *S *= v->dims[r];
 }
 
+/* Index of plain element (n, c, s) in v's layout. */
+static inline int64_t layout_index(enum kiln_layout l, int64_t C, int64_t S, int64_t n, int64_t c,
+                                   int64_t s) {
+    if (l == KILN_LAYOUT_CHANNELS_LAST) return (n * S + s) * C + c;
+    if (l == KILN_LAYOUT_BLOCKED8) return ((n * (C / 8) + c / 8) * S + s) * 8 + c % 8;
+    return (n * C + c) * S + s;
+}
+
 void kiln_layout_to_plain(const struct kiln_value *v, const float *src, float *dst) {
     int64_t N, C, S;
     cl_split(v, &N, &C, &S);
+    enum kiln_layout l = (enum kiln_layout)v->layout;
 #pragma omp parallel for collapse(2) if (N * C * S > (1 << 16))
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++)
-            for (int64_t s = 0; s < S; s++) dst[(n * C + c) * S + s] = src[(n * S + s) * C + c];
+            for (int64_t s = 0; s < S; s++) dst[(n * C + c) * S + s] = src[layout_index(l, C, S, n, c, s)];
 }
 
-void kiln_layout_to_channels_last(const struct kiln_value *v, const float *src, float *dst) {
+void kiln_layout_from_plain(const struct kiln_value *v, const float *src, float *dst) {
     int64_t N, C, S;
     cl_split(v, &N, &C, &S);
+    enum kiln_layout l = (enum kiln_layout)v->layout;
 #pragma omp parallel for collapse(2) if (N * C * S > (1 << 16))
     for (int64_t n = 0; n < N; n++)
-        for (int64_t s = 0; s < S; s++)
-            for (int64_t c = 0; c < C; c++) dst[(n * S + s) * C + c] = src[(n * C + c) * S + s];
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t s = 0; s < S; s++) dst[layout_index(l, C, S, n, c, s)] = src[(n * C + c) * S + s];
 }
 
 /* Steps whose kernel is the plain reference get plain scratch copies. */
@@ -417,11 +461,13 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
         }
         const struct kiln_value **in = p->io_in;
         struct kiln_value **outv = p->io_out;
-        bool all_known = true;
+        /* Shape and Size need only shapes, which planning always knows: this is
+         * what folds Shape -> Gather -> Concat -> Reshape chains */
+        bool all_known = true, shape_only = n->op->flags & KILN_OP_SHAPE_ONLY;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];
             in[j] = v >= 0 ? &p->vals[v] : NULL;
-            if (v >= 0 && !data_known(p, v)) all_known = false;
+            if (v >= 0 && !data_known(p, v) && !shape_only) all_known = false;
         }
         for (int32_t j = 0; j < n->n_outputs; j++)
             outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;
@@ -507,7 +553,7 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
         s = layout_arena(p, g, o, err);
         if (s) goto fail;
         if (o->prepare) {
-            assign_layouts(p, g);
+            assign_layouts(p, g, o->activation_layout);
             s = prepare_steps(p, g, o, ctx, err);
             if (!s) s = plan_conversions(p, g, o, err);
             if (s) goto fail;

@@ -57,15 +57,16 @@ struct kiln_plan {
     struct kiln_value **io_out;        /* so running a plan allocates nothing */
 };
 
-/* Copies between plain (N, C, spatial) and channels-last (N, spatial, C) float32. */
+/* Copies float32 data between plain (N, C, spatial) and v->layout. */
 void kiln_layout_to_plain(const struct kiln_value *v, const float *src, float *dst);
-void kiln_layout_to_channels_last(const struct kiln_value *v, const float *src, float *dst);
+void kiln_layout_from_plain(const struct kiln_value *v, const float *src, float *dst);
 
 /* Widest input or output list of any node in g (at least 1). */
 int32_t kiln_graph_max_io(const struct kiln_graph *g);
 
 struct kiln_plan_options {
     int32_t  prepare;            /* 1: build fast kernels (prepare) */
+    int32_t  activation_layout;  /* kiln_session_options.activation_layout */
     uint64_t max_arena_bytes;
     uint64_t max_tensor_bytes;
     const char *label;

@@ -4,6 +4,8 @@
 #include "ops/op.h"
 #include "passes/passes.h"
 #include "base/wcache.h"
+#include "plan/symbolic.h"
+#include "plan/plan.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -115,22 +117,99 @@ static kiln_status load_plan(const char *path, const kiln_load_options *opts, ki
         kiln_model_free(m);
         return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: model", path);
     }
+    /* pre-packed weights are used straight from the mapping: every process
+     * shares them through the page cache. A kernel that wants another layout
+     * (another CPU) misses the cache and packs its own copy. */
+    for (int32_t i = 0; i < m->art.n_packed; i++) {
+        const struct kiln_artifact_packed *pk = &m->art.packed[i];
+        if (kiln_wcache_put_borrowed(m->wcache, m->onnx.graph->values[pk->value].v.data, pk->key,
+                                     pk->key_len, (void *)pk->data, pk->bytes)) {
+            kiln_model_free(m);
+            return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: packed weights", path);
+        }
+    }
     *out = m;
     return KILN_OK;
 }
 
 int32_t kiln_model_is_plan(const kiln_model *m) { return m && m->from_plan; }
 
+struct packed_list {
+    const struct kiln_graph *g;
+    struct kiln_artifact_packed *e;
+    int32_t n, cap;
+    bool oom;
+};
+
+static void collect_packed(const void *src, const void *key, size_t key_len, const void *buf,
+                           size_t bytes, void *user) {
+    struct packed_list *l = user;
+    int32_t value = -1;
+    for (int32_t v = 0; v < l->g->n_values && value < 0; v++)
+        if (l->g->values[v].is_const && l->g->values[v].v.data == src) value = v;
+    if (value < 0 || l->oom) return; /* packed from a subgraph or folded constant: not stored */
+    if (l->n == l->cap) {
+        int32_t nc = l->cap ? l->cap * 2 : 64;
+        struct kiln_artifact_packed *ne = realloc(l->e, (size_t)nc * sizeof *ne);
+        if (!ne) {
+            l->oom = true;
+            return;
+        }
+        l->e = ne;
+        l->cap = nc;
+    }
+    l->e[l->n++] = (struct kiln_artifact_packed){value, key, key_len, buf, bytes};
+}
+
+/* Plans the model at each batch size so its kernels pack their weights into
+ * the model's cache; skipped when an input has an open dim other than the
+ * leading batch dim (no shape to plan for). */
+static void pack_for_batches(const struct kiln_model *m, const int32_t *batches, int32_t n) {
+    const struct kiln_graph *g = m->onnx.graph;
+    int32_t one = 1;
+    if (!batches || n <= 0) batches = &one, n = 1;
+    if (g->n_inputs > 256) return;
+    for (int32_t b = 0; b < n; b++) {
+        struct kiln_value in[256];
+        for (int32_t i = 0; i < g->n_inputs; i++) {
+            const struct kiln_value_info *vi = &g->values[g->inputs[i]];
+            memset(&in[i], 0, sizeof in[i]);
+            in[i].dtype = vi->v.dtype;
+            in[i].rank = vi->v.rank;
+            for (int32_t r = 0; r < vi->v.rank; r++) {
+                in[i].dims[r] = vi->v.dims[r] >= 0 ? vi->v.dims[r] : r == 0 ? batches[b] : -1;
+                if (in[i].dims[r] < 0 || !vi->has_shape) return;
+            }
+        }
+        struct kiln_exec_ctx ctx = {.n_threads = 1, .model_label = m->label, .wcache = m->wcache};
+        struct kiln_plan_options po = {.prepare = 1, .max_arena_bytes = m->opts.max_arena_bytes,
+                                       .max_tensor_bytes = m->opts.max_tensor_bytes, .label = m->label};
+        struct kiln_plan *p = NULL;
+        kiln_error perr;
+        if (kiln_plan_build(g, in, &po, &ctx, &p, &perr) == KILN_OK) kiln_plan_free(p);
+    }
+}
+
 kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const int32_t *batch_sizes,
                                  int32_t n_batch_sizes, kiln_error *err) {
     kiln_error_clear(err);
     if (!m || !path) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_save_plan: NULL argument");
+    pack_for_batches(m, batch_sizes, n_batch_sizes);
+    struct packed_list pl = {.g = m->onnx.graph};
+    kiln_wcache_visit(m->wcache, collect_packed, &pl);
+    if (pl.oom) {
+        free(pl.e);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: packed weights", path);
+    }
     struct kiln_artifact_info info = {.precision = "fp32",
                                       .n_batch_sizes = batch_sizes ? n_batch_sizes : 0,
-                                      .batch_sizes = batch_sizes};
-    const char *src = m->from_plan ? NULL : m->label;
-    if (src && !strcmp(src, "<memory>")) src = NULL;
-    return kiln_artifact_write(m->onnx.graph, src, &info, path, err);
+                                      .batch_sizes = batch_sizes,
+                                      .n_packed = pl.n,
+                                      .packed = pl.e};
+    const char *src = m->from_plan || m->from_buffer ? NULL : m->label;
+    kiln_status s = kiln_artifact_write(m->onnx.graph, src, &info, path, err);
+    free(pl.e);
+    return s;
 }
 
 kiln_status kiln_model_load(const char *path, const kiln_load_options *opts, kiln_model **out,
@@ -165,7 +244,9 @@ kiln_status kiln_model_load_buffer(const void *data, size_t size, const char *la
     kiln_error_clear(err);
     if (!data || !out) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_load_buffer: NULL argument");
     *out = NULL;
-    return load_common(data, size, NULL, label ? label : "<memory>", opts, out, err);
+    kiln_status s = load_common(data, size, NULL, label ? label : "<memory>", opts, out, err);
+    if (!s) (*out)->from_buffer = true;
+    return s;
 }
 
 void kiln_model_free(kiln_model *m) {
@@ -275,4 +356,12 @@ static void unsupported_walk(const struct kiln_graph *g, kiln_unsupported_fn fn,
 
 void kiln_model_unsupported(const kiln_model *m, kiln_unsupported_fn fn, void *user) {
     if (m && fn) unsupported_walk(m->onnx.graph, fn, user);
+}
+
+kiln_status kiln_model_output_shape_symbolic(const kiln_model *m, int32_t i, char *buf, size_t n,
+                                             kiln_error *err) {
+    kiln_error_clear(err);
+    if (!m || !buf || !n || i < 0 || i >= m->onnx.graph->n_outputs)
+        return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_output_shape_symbolic: bad argument");
+    return kiln_symbolic_shape(m->onnx.graph, m->onnx.graph->outputs[i], buf, n, err);
 }

@@ -14,6 +14,7 @@ struct kiln_model {
     struct kiln_artifact art;      /* set when loaded from a .kiln plan (mmap) */
     struct kiln_wcache *wcache;    /* packed weights shared by all sessions */
     bool   from_plan;
+    bool   from_buffer;            /* loaded from memory: no source file to hash */
 };
 
 #endif

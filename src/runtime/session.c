@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +239,7 @@ static struct kiln_value *frame_lookup(struct frame *f, int32_t id) {
 
 static void frame_release(struct frame *f, int32_t id) {
     if (f->owned[id] && --f->uses[id] <= 0) {
+        if (f->ctx->live_bytes) *f->ctx->live_bytes -= f->vals[id].nbytes;
         free(f->vals[id].data);
         f->vals[id].data = NULL;
         f->owned[id] = 0;
@@ -284,6 +286,7 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
                 if (outv[j]) {
                     f->owned[n->outputs[j]] = 1;
                     f->uses[n->outputs[j]] = g->values[n->outputs[j]].n_consumers;
+                    if (ctx->live_bytes) *ctx->live_bytes += outv[j]->nbytes;
                 }
             for (int32_t j = 0; j < n->n_inputs; j++)
                 if (n->inputs[j] >= 0 && g->values[n->inputs[j]].outer < 0) frame_release(f, n->inputs[j]);
@@ -307,9 +310,24 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
         for (int32_t j = 0; j < n->n_outputs; j++) {
             if (!outv[j]) continue;
             size_t bytes;
-            if (!kiln_value_bytes(outv[j], &bytes) || bytes > (64ull << 30))
-                return kiln_fail(err, KILN_ERR_LIMIT, "%s: node '%s' output %d is too large",
-                                 ctx->model_label, n->name, j);
+            bool fits = kiln_value_bytes(outv[j], &bytes);
+            if (!fits || (ctx->max_tensor_bytes && bytes > ctx->max_tensor_bytes)) {
+                char sh[256];
+                kiln_shape_str(outv[j], sh, sizeof sh);
+                return kiln_fail(err, KILN_ERR_LIMIT,
+                                 "%s: node '%s' (%s) output %d has shape %s, over the tensor size "
+                                 "limit of %llu bytes",
+                                 ctx->model_label, n->name, n->op_type, j, sh,
+                                 (unsigned long long)ctx->max_tensor_bytes);
+            }
+            if (ctx->max_live_bytes && ctx->live_bytes && *ctx->live_bytes + bytes > ctx->max_live_bytes)
+                return kiln_fail(err, KILN_ERR_LIMIT,
+                                 "%s: node '%s' (%s): live activations would reach %llu bytes, "
+                                 "over the memory limit of %llu bytes",
+                                 ctx->model_label, n->name, n->op_type,
+                                 (unsigned long long)(*ctx->live_bytes + bytes),
+                                 (unsigned long long)ctx->max_live_bytes);
+            if (ctx->live_bytes) *ctx->live_bytes += bytes;
             outv[j]->nbytes = bytes;
             outv[j]->data = kiln_aligned_alloc(bytes);
             if (!outv[j]->data)
@@ -340,7 +358,10 @@ static kiln_status run_frame(struct frame *f, kiln_error *err) {
 static void frame_free(struct frame *f) {
     if (f->vals)
         for (int32_t i = 0; i < f->g->n_values; i++)
-            if (f->owned[i]) free(f->vals[i].data);
+            if (f->owned[i]) {
+                if (f->ctx->live_bytes) *f->ctx->live_bytes -= f->vals[i].nbytes;
+                free(f->vals[i].data);
+            }
     free(f->vals);
     free(f->owned);
     free(f->uses);
@@ -410,8 +431,11 @@ static kiln_status run_subgraph(struct kiln_exec_ctx *ctx, const struct kiln_gra
 static void bind_plan(struct kiln_plan *p, const struct kiln_graph *g, uint8_t *arena,
                       const struct kiln_value *inputs) {
     for (int32_t i = 0; i < g->n_inputs; i++) p->vals[g->inputs[i]].data = inputs[i].data;
+    /* empty values get a valid address too: kernels may hand it to memcpy with size 0 */
+    static const max_align_t empty_storage;
     for (int32_t v = 0; v < p->n_values; v++)
-        if (p->kind[v] == KILN_VK_ARENA) p->vals[v].data = arena + p->offset[v];
+        if (p->kind[v] == KILN_VK_ARENA)
+            p->vals[v].data = p->vals[v].nbytes ? arena + p->offset[v] : (void *)&empty_storage;
     for (int32_t v = 0; v < p->n_values; v++)
         if (p->kind[v] == KILN_VK_ALIAS) {
             int32_t r = v;
@@ -449,7 +473,7 @@ static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
     for (int32_t j = ni; !rs && j < ni + no; j++) {
         int32_t v = n->outputs[j - ni];
         if (v >= 0 && st->cl_tmp[j])
-            kiln_layout_to_channels_last(&p->vals[v], st->cl_tmp[j], p->vals[v].data);
+            kiln_layout_from_plain(&p->vals[v], st->cl_tmp[j], p->vals[v].data);
     }
     free(local);
     if (rs && err && !strstr(err->msg, n->name))
@@ -523,11 +547,15 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor *inputs, int32_t
 
     omp_set_num_threads(s->n_threads);
     pin_threads(&s->opts, s->n_threads);
+    uint64_t live_bytes = 0;
     struct kiln_exec_ctx ctx = {.n_threads = s->n_threads,
                                 .reference_only = s->opts.reference_kernels,
                                 .run_subgraph = run_subgraph,
                                 .model_label = m->label,
-                                .wcache = m->wcache};
+                                .wcache = m->wcache,
+                                .max_tensor_bytes = m->opts.max_tensor_bytes,
+                                .max_live_bytes = m->opts.max_arena_bytes,
+                                .live_bytes = &live_bytes};
 
     /* find or build the plan for these shapes */
     struct kiln_plan *p = NULL;
@@ -549,6 +577,7 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor *inputs, int32_t
         s->plans[0] = p;
     } else {
         struct kiln_plan_options po = {.prepare = !s->opts.reference_kernels,
+                                       .activation_layout = s->opts.activation_layout,
                                        .max_arena_bytes = m->opts.max_arena_bytes,
                                        .max_tensor_bytes = m->opts.max_tensor_bytes,
                                        .label = m->label};

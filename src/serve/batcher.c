@@ -28,6 +28,22 @@ static void q_unlink(struct srv_version *v, struct srv_call *c) {
     v->qlen--;
 }
 
+static void queue_full_msg(struct srv_version *v, char *msg, size_t msg_size) {
+    snprintf(msg, msg_size, "model '%s' is overloaded: queue is full (%lld requests waiting); retry later",
+             v->name, (long long)v->cfg.max_queue_size);
+}
+
+int batcher_refuse_if_full(struct srv_version *v, char *msg, size_t msg_size) {
+    pthread_mutex_lock(&v->qlock);
+    /* a closing version is left to the enqueue path, which retries on its successor */
+    bool full = !v->closing && v->qlen >= v->cfg.max_queue_size;
+    if (full) v->m.fail[FAIL_REJECTED]++;
+    pthread_mutex_unlock(&v->qlock);
+    if (!full) return 0;
+    queue_full_msg(v, msg, msg_size);
+    return 503;
+}
+
 int batcher_enqueue(struct srv_version *v, struct srv_call *c, char *msg, size_t msg_size) {
     pthread_mutex_lock(&v->qlock);
     if (v->closing) {
@@ -38,8 +54,7 @@ int batcher_enqueue(struct srv_version *v, struct srv_call *c, char *msg, size_t
     if (v->qlen >= v->cfg.max_queue_size) {
         v->m.fail[FAIL_REJECTED]++;
         pthread_mutex_unlock(&v->qlock);
-        snprintf(msg, msg_size, "model '%s' is overloaded: queue is full (%lld requests waiting); retry later",
-                 v->name, (long long)v->cfg.max_queue_size);
+        queue_full_msg(v, msg, msg_size);
         return 503;
     }
     c->t_enqueue = now_ns();

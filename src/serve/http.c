@@ -368,6 +368,23 @@ static bool dispatch(struct srv_call *c) {
     }
 }
 
+/* Before the body is read: an inference for an unknown or unready model, or
+ * one whose queue is full, is answered now. The body is then read and
+ * dropped as it arrives (never stored or parsed), so refusing costs little
+ * under overload and the connection stays usable. */
+static bool infer_refused_early(struct srv_call *c) {
+    char msg[KILN_ERROR_MSG_MAX];
+    int status = 0;
+    struct srv_version *v = repo_acquire(c->srv, c->model, c->version, &status, msg, sizeof msg);
+    if (v) {
+        status = batcher_refuse_if_full(v, msg, sizeof msg);
+        repo_release(v);
+    }
+    if (!status) return false;
+    call_set_error(c, status, "%s", msg);
+    return true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
@@ -383,12 +400,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->counted = true;
         atomic_fetch_add(&s->active, 1);
         *con_cls = c;
+        if (route(c, url, method)) return MHD_YES;
         if (atomic_load(&s->stopping)) {
+            /* the route is kept: an inference refused here counts as rejected */
             call_set_error(c, 503, "server is shutting down");
-            c->route = -1;
             return MHD_YES;
         }
-        if (route(c, url, method)) return MHD_YES;
         c->body_limit = c->route == R_INFER ? s->opt.max_body_bytes : SMALL_BODY_LIMIT;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
@@ -399,6 +416,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 call_set_error(c, 413, "request body of %llu bytes exceeds the limit of %zu bytes", n, c->body_limit);
                 return send_stored(c);
             }
+        }
+        if (c->route == R_INFER && infer_refused_early(c)) return MHD_YES;
+        if (cl) {
+            unsigned long long n = strtoull(cl, NULL, 10);
             size_t first = n < (1u << 20) ? (size_t)n : (1u << 20);
             c->body = malloc(first + 1);
             if (!c->body) return MHD_NO;
@@ -439,6 +460,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct srv_call *c = *con_cls;
     if (!c) return;
     *con_cls = NULL;
+    if (c->route == R_INFER) {
+        bool sent = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+        atomic_uint_least64_t *n = !sent ? &s->infer_other
+                                   : c->status == 200 ? &s->infer_ok
+                                   : c->status == 503 ? &s->infer_rejected : &s->infer_other;
+        atomic_fetch_add(n, 1);
+    }
     kiln_serve_infer_free(c->req);
     free(c->body);
     free(c->resp);
@@ -513,7 +541,13 @@ int kiln_server_port(const struct kiln_server *s) { return s->port; }
 int kiln_server_initial_load_done(struct kiln_server *s) { return atomic_load(&s->initial_done); }
 
 int kiln_server_shutdown(struct kiln_server *s, double grace_s) {
+    return kiln_server_shutdown_totals(s, grace_s, NULL);
+}
+
+int kiln_server_shutdown_totals(struct kiln_server *s, double grace_s, struct kiln_server_totals *t) {
+    if (t) memset(t, 0, sizeof *t);
     if (!s) return 0;
+    int active0 = atomic_load(&s->active);
     atomic_store(&s->stopping, 1);
     if (s->mhd) {
         MHD_socket ls = MHD_quiesce_daemon(s->mhd);
@@ -525,6 +559,12 @@ int kiln_server_shutdown(struct kiln_server *s, double grace_s) {
         nanosleep(&ts, NULL);
     }
     int left = atomic_load(&s->active);
+    if (t) {
+        t->infer_ok = atomic_load(&s->infer_ok);
+        t->infer_rejected = atomic_load(&s->infer_rejected);
+        t->infer_other = atomic_load(&s->infer_other);
+        t->active_at_stop = active0;
+    }
     /* workers finish whatever is still queued, so no suspended connection remains */
     repo_stop(s);
     if (s->mhd) MHD_stop_daemon(s->mhd);

@@ -114,7 +114,7 @@ struct kiln_serve_infer {
 
 /* ---- metrics ---------------------------------------------------------------------- */
 
-#define HIST_US_BUCKETS 16
+#define HIST_US_BUCKETS 18
 #define HIST_BS_BUCKETS 10
 struct hist {
     uint64_t count;
@@ -218,6 +218,9 @@ void call_resume(struct srv_call *c);
  * status (503) with msg filled when the call was not queued (and the
  * connection was not suspended). */
 int  batcher_enqueue(struct srv_version *v, struct srv_call *c, char *msg, size_t msg_size);
+/* 503 with msg filled (and the rejection counted) when the queue is full
+ * now, else 0: lets a request be refused before its body is read. */
+int  batcher_refuse_if_full(struct srv_version *v, char *msg, size_t msg_size);
 kiln_status batcher_start(struct srv_version *v, kiln_error *err);
 /* Closes the queue, lets workers drain it, joins them. */
 void batcher_stop(struct srv_version *v);
@@ -273,6 +276,8 @@ struct kiln_server {
     pthread_t          cron_thread;
     /* accepted calls not yet completed; shutdown waits for zero */
     atomic_int         active;
+    /* inference responses by outcome (struct kiln_server_totals) */
+    atomic_uint_least64_t infer_ok, infer_rejected, infer_other;
     atomic_int         stopping;
     atomic_int         cron_stop;
     bool               threads_started;

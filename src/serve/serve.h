@@ -47,6 +47,18 @@ int  kiln_server_initial_load_done(struct kiln_server *s);
  * accepted requests that were still unfinished at the deadline (0 = clean). */
 int  kiln_server_shutdown(struct kiln_server *s, double grace_s);
 
+/* What a server did, for the shutdown report: inference responses fully
+ * sent, by outcome, and the requests in progress when shutdown began. */
+struct kiln_server_totals {
+    uint64_t infer_ok;          /* 200 responses to inference requests, delivered */
+    uint64_t infer_rejected;    /* 503 responses to inference requests */
+    uint64_t infer_other;       /* any other status, or a response that was not delivered */
+    int      active_at_stop;    /* requests accepted and unfinished when shutdown began */
+};
+/* kiln_server_shutdown that also fills *t (when not NULL) once every
+ * accepted request has finished or the grace time has passed. */
+int  kiln_server_shutdown_totals(struct kiln_server *s, double grace_s, struct kiln_server_totals *t);
+
 /* ---- request parsing, exposed for the fuzzer and unit tests --------------- */
 
 struct kiln_serve_sig;      /* a model's served inputs/outputs and batching limit */

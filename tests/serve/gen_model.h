@@ -15,4 +15,11 @@ enum gen_kind {
  * only; 1 = float). Returns 0 on success. */
 int gen_model(const char *path, enum gen_kind kind, int32_t elem_type);
 
+/* A compute-bound model for load tests: x float32 [batch, rows, width]
+ * ([batch, width] when rows is 0), then `layers` MatMuls by fixed width x
+ * width weights with Relu between; output y of x's shape. Compute per
+ * request grows with rows while the file (the weights) does not. Returns 0
+ * on success. */
+int gen_mlp(const char *path, int rows, int width, int layers);
+
 #endif

@@ -680,6 +680,76 @@ static void test_overload_and_faults(void) {
     }
     CHECK(n200 == 2 && n503 == 1, "queue full: %d ok, %d rejected (want 2, 1)", n200, n503);
 
+    /* A request refused because the queue is full is answered before its
+     * body is read; the body is drained, not stored, so the connection
+     * carries the next request. */
+    {
+        long rejected0 = stat_field("slowq", "\"REJECTED\":");
+        struct req fill[2];
+        CURLM *mh = curl_multi_init();
+        for (int i = 0; i < 2; i++) {
+            req_init(&fill[i], "POST", "/v2/models/slowq/infer", one, strlen(one), -1);
+            curl_multi_add_handle(mh, fill[i].h);
+        }
+        int running = 1;
+        bool queued = false;
+        double t0 = now_s();
+        while (running && !queued && now_s() - t0 < 5) {
+            curl_multi_perform(mh, &running);
+            curl_multi_poll(mh, NULL, 0, 5, NULL);
+            struct resp mr = http("GET", "/metrics", NULL);
+            queued = mr.body && strstr(mr.body, "kiln_inference_pending_request_count{model=\"slowq\",version=\"1\"} 2");
+            free(mr.body);
+        }
+        CHECK(queued, "slowq holds 2 queued requests");
+        /* 300 KB body: several reads, all dropped */
+        size_t big = 300u << 10;
+        char *bb = malloc(big);
+        memset(bb, ' ', big);
+        memcpy(bb, one, strlen(one));
+        struct req q;
+        req_init(&q, "POST", "/v2/models/slowq/infer", bb, big, -1);
+        double t1 = now_s();
+        CURLcode rc = curl_easy_perform(q.h);
+        req_done(&q);
+        CHECK(rc == CURLE_OK && q.r.status == 503 && q.r.body && strstr(q.r.body, "queue is full"),
+              "full queue, big body: %d %ld %s", (int)rc, q.r.status, q.r.body ? q.r.body : "");
+        CHECK(now_s() - t1 < 0.3, "refused while the queue waits (%.3f s)", now_s() - t1);
+        /* same handle, same connection: the next request is served */
+        free(q.r.body);
+        q.r.body = NULL;
+        q.r.len = 0;
+        char url[512];
+        snprintf(url, sizeof url, "%s/v2/models/m/infer", base);
+        curl_easy_setopt(q.h, CURLOPT_URL, url);
+        curl_easy_setopt(q.h, CURLOPT_POSTFIELDS, one);
+        curl_easy_setopt(q.h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(one));
+        rc = curl_easy_perform(q.h);
+        req_done(&q);
+        long connects = -1;
+        curl_easy_getinfo(q.h, CURLINFO_NUM_CONNECTS, &connects);
+        CHECK(rc == CURLE_OK && q.r.status == 200, "request after a refusal: %d %ld %s", (int)rc, q.r.status,
+              q.r.body ? q.r.body : "");
+        CHECK(connects == 0, "request after a refusal reused the connection (%ld new)", connects);
+        req_free(&q);
+        free(bb);
+        while (running) {
+            curl_multi_perform(mh, &running);
+            if (running) curl_multi_poll(mh, NULL, 0, 50, NULL);
+        }
+        int filled_ok = 0;
+        for (int i = 0; i < 2; i++) {
+            req_done(&fill[i]);
+            if (fill[i].r.status == 200) filled_ok++;
+            curl_multi_remove_handle(mh, fill[i].h);
+            req_free(&fill[i]);
+        }
+        curl_multi_cleanup(mh);
+        CHECK(filled_ok == 2, "queued requests answered: %d of 2", filled_ok);
+        long rejected = stat_field("slowq", "\"REJECTED\":");
+        CHECK(rejected == rejected0 + 1, "rejection counted: %ld -> %ld", rejected0, rejected);
+    }
+
     /* default timeout (100 ms) expires long before the 3 s batching delay */
     double t0 = now_s();
     struct resp r = http("POST", "/v2/models/tmo/infer", one);

@@ -7,8 +7,8 @@
 #include <string.h>
 
 /* Fuzzing limits: small enough that a mutated shape cannot eat the machine. */
-#define MAX_TENSOR (64ull << 20)
-#define MAX_ARENA (256ull << 20)
+#define MAX_TENSOR KT_EXERCISE_MAX_TENSOR
+#define MAX_ARENA KT_EXERCISE_MAX_ARENA
 #define MAX_INPUT_BYTES (1u << 20)
 
 static int violation(struct kt_exercise_stats *st, const char *what, kiln_status s,
@@ -68,6 +68,14 @@ int kt_exercise_model(const uint8_t *data, size_t size, int run, struct kt_exerc
         return check_status(st, "load", s, &err);
     }
     if (st) st->loaded++;
+    int rc = kt_exercise_loaded(m, run, st);
+    kiln_model_free(m);
+    return rc;
+}
+
+int kt_exercise_loaded(const kiln_model *m, int run, struct kt_exercise_stats *st) {
+    kiln_error err;
+    kiln_status s;
     int rc = 0;
     /* describe it, as inspect would */
     kiln_model_stats ms;
@@ -159,6 +167,5 @@ int kt_exercise_model(const uint8_t *data, size_t size, int run, struct kt_exerc
     free(out);
     for (int32_t i = 0; i < n_in; i++) free(in[i].data);
 done:
-    kiln_model_free(m);
     return rc;
 }

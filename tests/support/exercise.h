@@ -21,4 +21,11 @@ struct kt_exercise_stats {
 /* Returns 0, or -1 on an API contract violation (described on stderr). */
 int kt_exercise_model(const uint8_t *data, size_t size, int run, struct kt_exercise_stats *st);
 
+/* The same for a model already loaded (e.g. a .kiln plan, which loads from a
+ * file); the model stays the caller's. Load limits for fuzzing: */
+#define KT_EXERCISE_MAX_TENSOR (64ull << 20)
+#define KT_EXERCISE_MAX_ARENA (256ull << 20)
+struct kiln_model;
+int kt_exercise_loaded(const struct kiln_model *m, int run, struct kt_exercise_stats *st);
+
 #endif
