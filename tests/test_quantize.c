@@ -53,10 +53,11 @@ static kiln_model *load_buf(og_model *om) {
 }
 
 /* Runs m once (reference kernels or not) and returns a malloc'ed copy of output 0. */
-static void *run_copy(const kiln_model *m, const kiln_tensor *in, int32_t n_in, int reference,
-                      kiln_tensor *shape) {
+static void *run_copy_layout(const kiln_model *m, const kiln_tensor *in, int32_t n_in,
+                             int reference, kiln_tensor *shape, int32_t layout) {
     kiln_session_options so = kiln_session_options_default();
     so.reference_kernels = reference;
+    so.activation_layout = layout;
     kiln_session *s = NULL;
     kiln_error err;
     kiln_tensor out[4];
@@ -69,6 +70,11 @@ static void *run_copy(const kiln_model *m, const kiln_tensor *in, int32_t n_in, 
     }
     kiln_session_free(s);
     return copy;
+}
+
+static void *run_copy(const kiln_model *m, const kiln_tensor *in, int32_t n_in, int reference,
+                      kiln_tensor *shape) {
+    return run_copy_layout(m, in, n_in, reference, shape, 0);
 }
 
 /* ---- QLinearConv: oneDNN int8 against the reference kernel ---------------- */
@@ -162,8 +168,8 @@ static void qlinearconv_case(const struct qlc_case *c) {
 
 /* ---- the int8 compiler on a small float model ------------------------------- */
 
-/* x[1,8,12,12] -> Conv3x3(16)+Relu -> Conv1x1 stride 2 (16) -> depthwise 3x3 ->
- * GlobalAveragePool -> Flatten -> Gemm(16 -> 10) : logits */
+/* x[1,8,12,12] -> Conv3x3(16)+Relu -> Conv1x1 stride 2 (16) -> depthwise 3x3,
+ * + the 1x1's output, Relu -> GlobalAveragePool -> Flatten -> Gemm(16 -> 10) */
 static og_model *small_cnn(void) {
     og_model *om = og_model_new(13);
     og_graph *g = og_model_graph(om);
@@ -198,7 +204,8 @@ static og_model *small_cnn(void) {
     n = og_node_add(g, "Conv", "c2,w3,b3", "c3");
     og_attr_ints(n, "pads", pad1, 4);
     og_attr_int(n, "group", 16);
-    og_node_add(g, "Relu", "c3", "r3");
+    og_node_add(g, "Add", "c3,c2", "s3");   /* a residual: fused into the conv */
+    og_node_add(g, "Relu", "s3", "r3");
     og_node_add(g, "GlobalAveragePool", "r3", "gap");
     og_node_add(g, "Flatten", "gap", "flat");
     n = og_node_add(g, "Gemm", "flat,gw,gb", "logits");
@@ -275,6 +282,10 @@ static void small_model_int8(int method, const char *tmp) {
                   qs.convs, qs.matmuls, qs.skipped);
             CHECK(count_ops(q, "QConv") == 3 && count_ops(q, "QMatMul") == 1 && count_ops(q, "Conv") == 0,
                   "ops after the rewrite");
+            int residual = 0;
+            for (int32_t i = 0; i < q->onnx.graph->n_nodes; i++)
+                residual += q->onnx.graph->nodes[i].sum_input == 4;
+            CHECK(residual == 1, "QConv nodes with the fused residual: %d", residual);
             /* the float weights are gone */
             CHECK(kiln_graph_find(q->onnx.graph, "w1") < 0 ||
                       !q->onnx.graph->values[kiln_graph_find(q->onnx.graph, "w1")].is_const,
@@ -294,6 +305,14 @@ static void small_model_int8(int method, const char *tmp) {
             if (c2 < worst_fast) worst_fast = c2;
         }
         free(a);
+        free(b);
+        free(r);
+    }
+    /* every activation layout the planner may pick (plain, NHWC, nChw8c) */
+    for (int32_t layout = 1; layout <= 3; layout++) {
+        float *b = run_copy_layout(q, &ev[0], 1, 0, NULL, layout), *r = run_copy(q, &ev[0], 1, 1, NULL);
+        double m2, c = b && r ? cosine(r, b, 10, &m2) : 0;
+        CHECK(c >= 0.9999, "int8 oneDNN with activation layout %d vs reference: cosine %.6f", layout, c);
         free(b);
         free(r);
     }
@@ -332,8 +351,9 @@ static void small_model_bf16(void) {
     kiln_error err;
     struct kiln_quant_stats qs;
     if (EXPECT_OK("bf16", kiln_convert_bf16(b->onnx.graph, &qs, &err), &err))
-        CHECK(qs.convs == 3 && qs.matmuls == 1 && count_ops(b, "Bf16Conv") == 3 &&
-                  count_ops(b, "Bf16MatMul") == 1,
+        /* the conv with a fused residual stays fp32: Bf16Conv has no residual input */
+        CHECK(qs.convs == 2 && qs.matmuls == 1 && count_ops(b, "Bf16Conv") == 2 &&
+                  count_ops(b, "Conv") == 1 && count_ops(b, "Bf16MatMul") == 1,
               "bf16 rewrite: %d convs %d matmuls", qs.convs, qs.matmuls);
     int64_t xd[4] = {1, 8, 12, 12};
     kiln_tensor *ev = random_sets(4, 4, xd, "x");

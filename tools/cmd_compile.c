@@ -6,6 +6,7 @@
 #include "kiln.h"
 #include "tensor_file.h"
 #include "backend/dnnl_qconv.h"
+#include "base/wcache.h"
 #include "passes/passes.h"
 #include "passes/quantize.h"
 #include "plan/artifact.h"
@@ -273,6 +274,16 @@ int kiln_cmd_compile(int argc, char **argv) {
         kiln_model_free(m);
         return rc;
     }
+    if (strcmp(precision, "fp32")) {
+        /* calibration packed the float weights it ran with; the plan stores the
+         * packed weights of the rewritten graph only */
+        kiln_wcache_free(m->wcache);
+        if (!(m->wcache = kiln_wcache_new())) {
+            fprintf(stderr, "kiln compile: out of memory\n");
+            kiln_model_free(m);
+            return 1;
+        }
+    }
     if (after && (!strcmp(after, "precision") || !strcmp(after, "all")) && strcmp(precision, "fp32"))
         kiln_graph_dump(g, stdout);
     if (report) {
@@ -281,11 +292,8 @@ int kiln_cmd_compile(int argc, char **argv) {
         printf("weights: %lld values, %lld bytes\n", (long long)ms.n_params, (long long)ms.param_bytes);
     }
     if (out) {
-        /* as kiln_model_save_plan, with the precision recorded in the header */
-        struct kiln_artifact_info info = {.precision = precision,
-                                          .n_batch_sizes = n_batches,
-                                          .batch_sizes = n_batches ? batches : NULL};
-        if (kiln_artifact_write(g, m->from_plan ? NULL : m->label, &info, out, &err)) {
+        if (kiln_model_save_plan_precision(m, out, n_batches ? batches : NULL, n_batches, precision,
+                                           &err)) {
             fprintf(stderr, "kiln compile: %s\n", err.msg);
             rc = 1;
         } else {

@@ -48,9 +48,11 @@ static void *alloc_aligned(size_t n) {
     return aligned_alloc(64, n);
 }
 
-static dnnl_format_tag_t act_tag(int32_t nsp, int32_t cl) {
-    if (!cl) return nsp == 1 ? dnnl_ncw : nsp == 2 ? dnnl_nchw : dnnl_ncdhw;
-    return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+/* layout: enum kiln_layout (ir/graph.h) */
+static dnnl_format_tag_t act_tag(int32_t nsp, int32_t layout) {
+    if (layout == KILN_LAYOUT_CHANNELS_LAST) return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+    if (layout == KILN_LAYOUT_BLOCKED8) return nsp == 1 ? dnnl_nCw8c : nsp == 2 ? dnnl_nChw8c : dnnl_nCdhw8c;
+    return nsp == 1 ? dnnl_ncw : nsp == 2 ? dnnl_nchw : dnnl_ncdhw;
 }
 
 static dnnl_data_type_t dt_of(kiln_dtype t) {
@@ -257,8 +259,8 @@ kiln_status kiln_dnnl_qconv_create(const struct kiln_dnnl_qconv_shape *sh, const
     dnnl_data_type_t udt_src = int8 ? dt_of(sh->src_dt) : dnnl_f32;
     dnnl_data_type_t ddt = int8 ? dt_of(sh->dst_dt) : dnnl_f32;
     /* int8 needs channels-last; bf16 lets oneDNN pick the source layout */
-    dnnl_format_tag_t csrc_tag = int8 ? act_tag(nsp, 1) : dnnl_format_tag_any;
-    dnnl_format_tag_t cdst_tag = int8 ? act_tag(nsp, 1) : act_tag(nsp, sh->dst_cl);
+    dnnl_format_tag_t csrc_tag = int8 ? act_tag(nsp, KILN_LAYOUT_CHANNELS_LAST) : dnnl_format_tag_any;
+    dnnl_format_tag_t cdst_tag = int8 ? act_tag(nsp, KILN_LAYOUT_CHANNELS_LAST) : act_tag(nsp, sh->dst_cl);
     dnnl_memory_desc_t usrc_md, csrc_md, cdst_md, udst_md, w_any, w_user, b_md;
     if (dnnl_memory_desc_init_by_tag(&usrc_md, nsp + 2, sdims, udt_src, act_tag(nsp, sh->src_cl)) ||
         dnnl_memory_desc_init_by_tag(&csrc_md, nsp + 2, sdims, cdt_src, csrc_tag) ||
@@ -307,8 +309,12 @@ kiln_status kiln_dnnl_qconv_create(const struct kiln_dnnl_qconv_shape *sh, const
         if (sh->dst_dt != KILN_DTYPE_FLOAT && sh->y_zp)
             DN(dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, &sh->y_zp), "zero point");
     }
-    if (sh->act != KILN_ACT_NONE) {
+    if (sh->sum && (sh->dst_dt != KILN_DTYPE_FLOAT || (int8 && sh->dst_cl != KILN_LAYOUT_CHANNELS_LAST)))
+        goto none;
+    if (sh->act != KILN_ACT_NONE || sh->sum) {
         DN(dnnl_post_ops_create(&po), "post-ops");
+        /* sum first: act(conv + residual), as the reference does */
+        if (sh->sum && dnnl_post_ops_append_sum(po, 1.0f)) goto none;
         if (!append_activation(po, sh->act, sh->act_alpha, sh->act_beta)) goto none;
         DN(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
     }

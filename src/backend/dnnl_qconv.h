@@ -51,7 +51,9 @@ struct kiln_dnnl_qconv_shape {
     int32_t has_bias;
     int32_t act;            /* enum kiln_act_kind post-op; float dst only */
     float   act_alpha, act_beta;
-    int32_t src_cl, dst_cl; /* user tensors are channels-last */
+    int32_t sum;            /* 1: dst += result, before act (the caller fills dst with the
+                             * residual); float dst written in place only */
+    int32_t src_cl, dst_cl; /* layouts of the user tensors (enum kiln_layout) */
 };
 
 struct kiln_dnnl_qconv;

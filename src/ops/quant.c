@@ -752,6 +752,10 @@ static kiln_status qconv_fast_run(const struct kiln_node *n, struct kiln_exec_ct
                                   const struct kiln_value *const *in, int n_in,
                                   struct kiln_value *const *out, int n_out, kiln_error *err) {
     if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    /* the sum post-op adds what dst holds: start it as the residual (same
+     * shape and layout, checked at prepare) */
+    if (n->sum_input && out[0]->data != in[n->sum_input]->data)
+        memcpy(out[0]->data, in[n->sum_input]->data, out[0]->nbytes);
     kiln_status st = kiln_dnnl_qconv_run(state, in[0]->data, out[0]->data, err);
     if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN failed");
     return KILN_OK;
@@ -802,8 +806,8 @@ static kiln_status qlinearconv_prepare(const struct kiln_node *n, struct kiln_ex
     sh.w_scales = ws;
     sh.n_w_scales = nws;
     sh.has_bias = b != NULL;
-    sh.src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
-    sh.dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    sh.src_cl = in[0]->layout;
+    sh.dst_cl = out[0]->layout;
     struct kiln_dnnl_qconv *q = NULL;
     st = kiln_dnnl_qconv_create(&sh, in[3]->data, b, ctx ? ctx->wcache : NULL, &q, err);
     free(ws);
@@ -822,8 +826,11 @@ static kiln_status qlinearconv_prepare(const struct kiln_node *n, struct kiln_ex
 
 static kiln_status qconv_check(const struct kiln_node *n, const struct kiln_value *const *in,
                                int n_in, struct conv_geom *g, kiln_error *err) {
-    kiln_status st = arity(n, in, n_in, 3, 4, err);
+    kiln_status st = arity(n, in, n_in, 3, n->sum_input ? 5 : 4, err);
     if (st) return st;
+    if (n->sum_input &&
+        (n->sum_input != 4 || n_in != 5 || !in[4] || in[4]->dtype != KILN_DTYPE_FLOAT))
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "the fused residual must be float input 4");
     if (in[0]->dtype != KILN_DTYPE_FLOAT || in[1]->dtype != KILN_DTYPE_INT8 ||
         in[2]->dtype != KILN_DTYPE_FLOAT || (n_in > 3 && in[3] && in[3]->dtype != KILN_DTYPE_FLOAT))
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected float X, int8 W, float scales and B");
@@ -850,7 +857,44 @@ static kiln_status qconv_infer(const struct kiln_node *n, const struct kiln_valu
     if (st) return st;
     struct conv_geom g;
     if ((st = qconv_check(n, in, n_in, &g, err))) return st;
-    return conv_out_shape(n, &g, KILN_DTYPE_FLOAT, out[0], err);
+    if ((st = conv_out_shape(n, &g, KILN_DTYPE_FLOAT, out[0], err))) return st;
+    if (n->sum_input) {   /* Add(conv, R): the broadcast of both shapes */
+        int32_t r;
+        int64_t d[KILN_MAX_RANK];
+        if ((st = kiln_broadcast_shape(n, out[0], in[n->sum_input], &r, d, err))) return st;
+        kiln_value_set_shape(out[0], KILN_DTYPE_FLOAT, r, d);
+    }
+    return KILN_OK;
+}
+
+/* out = y (conv-shaped) + r, both broadcast to out's shape (numpy rules). */
+static void add_bcast(struct kiln_value *out, const float *y, int32_t yrank, const int64_t *ydims,
+                      const struct kiln_value *r) {
+    int32_t R = out->rank;
+    int64_t ys[KILN_MAX_RANK], rs[KILN_MAX_RANK], full[KILN_MAX_RANK];
+    kiln_strides(yrank, ydims, full);
+    for (int32_t d = 0; d < R; d++) {
+        int32_t iy = d - (R - yrank);
+        ys[d] = iy >= 0 && ydims[iy] != 1 ? full[iy] : 0;
+    }
+    kiln_strides(r->rank, r->dims, full);
+    for (int32_t d = 0; d < R; d++) {
+        int32_t ir = d - (R - r->rank);
+        rs[d] = ir >= 0 && r->dims[ir] != 1 ? full[ir] : 0;
+    }
+    int64_t cnt = kiln_value_numel(out);
+    const float *rv = r->data;
+    float *o = out->data;
+    for (int64_t i = 0; i < cnt; i++) {
+        int64_t rem = i, yo = 0, ro = 0;
+        for (int32_t d = R - 1; d >= 0; d--) {
+            int64_t idx = rem % out->dims[d];
+            rem /= out->dims[d];
+            yo += idx * ys[d];
+            ro += idx * rs[d];
+        }
+        o[i] = y[yo] + rv[ro];
+    }
 }
 
 /* x quantized to u8 the way QuantizeLinear does it */
@@ -869,10 +913,13 @@ static kiln_status qconv_exec(const struct kiln_node *n, struct kiln_exec_ctx *c
     struct conv_geom g;
     kiln_status st = qconv_check(n, in, n_in, &g, err);
     if (st) return st;
-    int64_t cnt = kiln_value_numel(out[0]), xn = kiln_value_numel(in[0]);
-    if (cnt == 0) return KILN_OK;
+    if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    int64_t cnt = g.N * g.OC * g.out_sz, xn = kiln_value_numel(in[0]);
     float xs = kiln_attr_float(n, "x_scale", 1.0f);
     uint8_t zp = (uint8_t)kiln_attr_int(n, "x_zero_point", 0);
+    const struct kiln_value *R = n->sum_input ? in[n->sum_input] : NULL;
+    float *ysep = R ? malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof *ysep) : NULL;
+    if (R && !ysep) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for conv scratch");
     struct kiln_value xq = *in[0], xzp = {.dtype = KILN_DTYPE_UINT8, .data = &zp, .nbytes = 1};
     xq.dtype = KILN_DTYPE_UINT8;
     xq.data = malloc((size_t)(xn > 0 ? xn : 1));
@@ -880,6 +927,7 @@ static kiln_status qconv_exec(const struct kiln_node *n, struct kiln_exec_ctx *c
     if (!xq.data || !acc) {
         free(xq.data);
         free(acc);
+        free(ysep);
         return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for conv scratch");
     }
     quantize_u8(in[0]->data, xn, xs, zp, (int32_t)kiln_attr_int(n, "x_qmax", 255), xq.data);
@@ -887,16 +935,22 @@ static kiln_status qconv_exec(const struct kiln_node *n, struct kiln_exec_ctx *c
     if (!st) {
         const float *ws = in[2]->data, *b = n_in > 3 && in[3] ? in[3]->data : NULL;
         bool per = kiln_value_numel(in[2]) > 1;
-        float *y = out[0]->data;
+        float *y = R ? ysep : out[0]->data;
         for (int64_t t = 0; t < g.N * g.OC; t++) {
             int64_t oc = t % g.OC;
             float mult = xs * ws[per ? oc : 0], bv = b ? b[oc] : 0.0f;
             for (int64_t p = 0; p < g.out_sz; p++)
                 y[t * g.out_sz + p] = (float)acc[t * g.out_sz + p] * mult + bv;
         }
+        if (R) {
+            int64_t yd[KILN_MAX_RANK] = {g.N, g.OC};
+            for (int32_t i = 0; i < g.sp; i++) yd[2 + i] = g.out[i];
+            add_bcast(out[0], ysep, g.sp + 2, yd, R);
+        }
     }
     free(xq.data);
     free(acc);
+    free(ysep);
     return st;
 }
 
@@ -908,6 +962,17 @@ static kiln_status qconv_prepare(const struct kiln_node *n, struct kiln_exec_ctx
     kiln_status st = qconv_check(n, in, n_in, &g, err);
     if (st) return st;
     const struct kiln_value *bias = n_in > 3 ? in[3] : NULL;
+    if (n->sum_input) {
+        /* oneDNN sums into dst as is: R must be dst's exact shape and layout */
+        const struct kiln_value *R = in[n->sum_input];
+        if (R->layout != out[0]->layout || R->rank != out[0]->rank ||
+            out[0]->rank != g.sp + 2 || out[0]->dims[0] != g.N || out[0]->dims[1] != g.OC)
+            return KILN_OK;
+        for (int32_t i = 0; i < R->rank; i++)
+            if (R->dims[i] != out[0]->dims[i]) return KILN_OK;
+        for (int32_t i = 0; i < g.sp; i++)
+            if (out[0]->dims[2 + i] != g.out[i]) return KILN_OK;
+    }
     /* oneDNN's quantizing reorder saturates at 255 only */
     if (!in[1]->data || !in[2]->data || (bias && !bias->data) || kiln_value_numel(out[0]) == 0 ||
         kiln_attr_int(n, "x_qmax", 255) != 255)
@@ -933,8 +998,9 @@ static kiln_status qconv_prepare(const struct kiln_node *n, struct kiln_exec_ctx
     sh.act = n->act.kind;
     sh.act_alpha = n->act.alpha;
     sh.act_beta = n->act.beta;
-    sh.src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
-    sh.dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    sh.sum = n->sum_input != 0;
+    sh.src_cl = in[0]->layout;
+    sh.dst_cl = out[0]->layout;
     struct kiln_dnnl_qconv *q = NULL;
     st = kiln_dnnl_qconv_create(&sh, in[1]->data, b, ctx ? ctx->wcache : NULL, &q, err);
     free(b);
@@ -1031,8 +1097,8 @@ static kiln_status bconv_prepare(const struct kiln_node *n, struct kiln_exec_ctx
     sh.act = n->act.kind;
     sh.act_alpha = n->act.alpha;
     sh.act_beta = n->act.beta;
-    sh.src_cl = in[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
-    sh.dst_cl = out[0]->layout == KILN_LAYOUT_CHANNELS_LAST;
+    sh.src_cl = in[0]->layout;
+    sh.dst_cl = out[0]->layout;
     struct kiln_dnnl_qconv *q = NULL;
     st = kiln_dnnl_qconv_create(&sh, in[1]->data, bias ? bias->data : NULL,
                                 ctx ? ctx->wcache : NULL, &q, err);

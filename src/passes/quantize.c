@@ -37,13 +37,16 @@ bool kiln_quant_candidate(const struct kiln_graph *g, const struct kiln_node *n)
     const struct kiln_value_info *w = const_input(g, n, 1);
     if (!float_const(w)) return false;
     if (!strcmp(n->op_type, "Conv")) {
-        if (n->n_inputs > 3 || w->v.rank < 3 || w->v.rank > 5) return false;
-        if (n->n_inputs == 3 && n->inputs[2] >= 0) {
+        /* a fused residual (fuse-residual pass) is input 3 */
+        if (n->sum_input && (n->sum_input != 3 || n->n_inputs != 4)) return false;
+        if (n->n_inputs > (n->sum_input ? 4 : 3) || w->v.rank < 3 || w->v.rank > 5) return false;
+        if (n->n_inputs >= 3 && n->inputs[2] >= 0) {
             const struct kiln_value_info *b = const_input(g, n, 2);
             if (!float_const(b) || kiln_value_numel(&b->v) != w->v.dims[0]) return false;
         }
         return true;
     }
+    if (n->sum_input) return false;
     if (!strcmp(n->op_type, "Gemm")) {
         if (w->v.rank != 2 || kiln_attr_int(n, "transA", 0) != 0 ||
             kiln_attr_float(n, "alpha", 1.0f) != 1.0f)
@@ -237,7 +240,8 @@ static kiln_status rewrite(struct kiln_graph *g, int32_t ni, bool bf16, struct k
     const struct kiln_value w = g->values[n->inputs[1]].v;   /* copy: values may move */
     bool conv = !strcmp(n->op_type, "Conv");
     int32_t bias = n->n_inputs > 2 ? n->inputs[2] : -1;
-    int32_t ids[4];
+    int32_t residual = conv && n->sum_input ? n->inputs[n->sum_input] : -1;
+    int32_t ids[5];
     int32_t count = 0;
     ids[count++] = n->inputs[0];
     if (!conv && bias >= 0) {
@@ -315,7 +319,12 @@ static kiln_status rewrite(struct kiln_graph *g, int32_t ni, bool bf16, struct k
     if (wid < 0 || (!bf16 && sid < 0)) return kiln_fail(err, KILN_ERR_NO_MEMORY, "quantize: out of memory");
     ids[count++] = wid;
     if (!bf16) ids[count++] = sid;
-    if (bias >= 0) ids[count++] = bias;
+    if (bias >= 0 || residual >= 0) ids[count++] = bias;
+    if (residual >= 0) {
+        /* QConv / Bf16Conv: the residual after an (omitted or not) bias */
+        ids[count] = residual;
+        n->sum_input = count++;
+    }
     if (!set_inputs(n, ids, count)) return kiln_fail(err, KILN_ERR_NO_MEMORY, "quantize: out of memory");
     keep_attrs(n, conv ? conv_attrs : no_attrs);
     bool ok = true;
@@ -345,6 +354,7 @@ static kiln_status rewrite_all(struct kiln_graph *g, const struct kiln_calib_ran
         if (!kiln_quant_candidate(g, n)) continue;
         bool conv = !strcmp(n->op_type, "Conv");
         if (!bf16 && !conv && !o->matmuls) continue;
+        if (bf16 && n->sum_input) continue;   /* Bf16Conv has no fused residual */
         bool excluded = false;
         for (const char *const *e = o->exclude; e && *e; e++) excluded |= !strcmp(*e, n->name);
         if (conv && o->skip_depthwise && kiln_attr_int(n, "group", 1) > 1 &&

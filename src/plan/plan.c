@@ -209,6 +209,11 @@ static enum kiln_layout preferred_layout(int32_t requested) {
 
 static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g, int32_t requested) {
     enum kiln_layout want = preferred_layout(requested);
+    /* oneDNN's int8 convolutions run in NHWC only (ops/quant.c): an int8 graph
+     * keeps its activations there */
+    for (int32_t i = 0; requested == 0 && i < g->n_nodes; i++)
+        if (!strcmp(g->nodes[i].domain, "kiln") && !strcmp(g->nodes[i].op_type, "QConv"))
+            want = KILN_LAYOUT_CHANNELS_LAST;
     if (want == KILN_LAYOUT_PLAIN) return;
     uint8_t *L = calloc((size_t)(p->n_values ? p->n_values : 1), 1);
     if (!L) return; /* plain everywhere is always correct */

@@ -192,6 +192,12 @@ static void pack_for_batches(const struct kiln_model *m, const int32_t *batches,
 
 kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const int32_t *batch_sizes,
                                  int32_t n_batch_sizes, kiln_error *err) {
+    return kiln_model_save_plan_precision(m, path, batch_sizes, n_batch_sizes, "fp32", err);
+}
+
+kiln_status kiln_model_save_plan_precision(const kiln_model *m, const char *path,
+                                           const int32_t *batch_sizes, int32_t n_batch_sizes,
+                                           const char *precision, kiln_error *err) {
     kiln_error_clear(err);
     if (!m || !path) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_save_plan: NULL argument");
     pack_for_batches(m, batch_sizes, n_batch_sizes);
@@ -201,7 +207,7 @@ kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const in
         free(pl.e);
         return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: packed weights", path);
     }
-    struct kiln_artifact_info info = {.precision = "fp32",
+    struct kiln_artifact_info info = {.precision = precision ? precision : "fp32",
                                       .n_batch_sizes = batch_sizes ? n_batch_sizes : 0,
                                       .batch_sizes = batch_sizes,
                                       .n_packed = pl.n,

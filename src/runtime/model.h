@@ -17,4 +17,10 @@ struct kiln_model {
     bool   from_buffer;            /* loaded from memory: no source file to hash */
 };
 
+/* kiln_model_save_plan recording `precision` ("fp32", "int8", "bf16") in the
+ * header: for `kiln compile --precision`, which rewrites the graph first. */
+kiln_status kiln_model_save_plan_precision(const kiln_model *m, const char *path,
+                                           const int32_t *batch_sizes, int32_t n_batch_sizes,
+                                           const char *precision, kiln_error *err);
+
 #endif
