@@ -27,6 +27,10 @@ struct kiln_dnnl_conv {
     const float     *wconst;       /* weights reordered at create time, or NULL */
     int32_t          packed_const; /* wprim holds packed constant weights (often the model's shared copy) */
     int32_t          has_bias;
+    /* plain activations run through a blocked kernel: reordered in and out */
+    dnnl_primitive_t src_reorder, dst_reorder;
+    dnnl_memory_t    src_user, dst_user;
+    void            *src_buf, *dst_buf;   /* owned, in the kernel's layouts */
     char             impl[96];
 };
 
@@ -114,6 +118,12 @@ void kiln_dnnl_conv_free(void *p) {
     if (!c) return;
     if (c->prim) dnnl_primitive_destroy(c->prim);
     if (c->wreorder) dnnl_primitive_destroy(c->wreorder);
+    if (c->src_reorder) dnnl_primitive_destroy(c->src_reorder);
+    if (c->dst_reorder) dnnl_primitive_destroy(c->dst_reorder);
+    if (c->src_user) dnnl_memory_destroy(c->src_user);
+    if (c->dst_user) dnnl_memory_destroy(c->dst_user);
+    free(c->src_buf);
+    free(c->dst_buf);
     if (c->stream) dnnl_stream_destroy(c->stream);
     dnnl_memory_t mems[] = {c->src, c->dst, c->bias, c->wuser, c->wprim, c->scratch};
     for (size_t i = 0; i < KILN_ARRAY_LEN(mems); i++)
@@ -215,13 +225,70 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     if (st == dnnl_unimplemented || st == dnnl_invalid_arguments) goto none;
     DN(st, "conv primitive descriptor");
     copy_impl(pd, c->impl, sizeof c->impl);
+    /* Plain activations that oneDNN can only convolve by im2col + gemm (for
+     * example between a Concat and a Pad, where the planner keeps them plain):
+     * its direct kernels in their own layouts are faster even with a reorder
+     * in and one out, so try them. */
+    dnnl_memory_desc_t src_int = src_md, dst_int = dst_md;
+    if (!sh->sum && sh->src_cl == KILN_LAYOUT_PLAIN && sh->dst_cl == KILN_LAYOUT_PLAIN &&
+        strstr(c->impl, "gemm")) {
+        dnnl_memory_desc_t src_any, dst_any;
+        union { dnnl_convolution_desc_t c; dnnl_deconvolution_desc_t d; } desc2;
+        dnnl_primitive_desc_t pd2 = NULL;
+        bool ok = !dnnl_memory_desc_init_by_tag(&src_any, nsp + 2, sdims, dnnl_f32, dnnl_format_tag_any) &&
+                  !dnnl_memory_desc_init_by_tag(&dst_any, nsp + 2, ddims, dnnl_f32, dnnl_format_tag_any);
+        if (ok && !sh->transposed)
+            ok = !dnnl_dilated_convolution_forward_desc_init(
+                &desc2.c, dnnl_forward_inference, dnnl_convolution_direct, &src_any, &w_any,
+                sh->has_bias ? &b_md : NULL, &dst_any, strides, dil, pl, pr);
+        else if (ok)
+            ok = !dnnl_dilated_deconvolution_forward_desc_init(
+                &desc2.d, dnnl_forward_inference, dnnl_deconvolution_direct, &src_any, &w_any,
+                sh->has_bias ? &b_md : NULL, &dst_any, strides, dil, pl, pr);
+        if (ok && dnnl_primitive_desc_create(&pd2, &desc2, attr, eng, NULL) == dnnl_success) {
+            char impl2[96];
+            copy_impl(pd2, impl2, sizeof impl2);
+            const dnnl_memory_desc_t *s2 = dnnl_primitive_desc_query_md(pd2, dnnl_query_src_md, 0);
+            const dnnl_memory_desc_t *d2 = dnnl_primitive_desc_query_md(pd2, dnnl_query_dst_md, 0);
+            dnnl_primitive_desc_t rs = NULL, rd = NULL;
+            if (!strstr(impl2, "gemm") && !strstr(impl2, "ref") && s2 && d2 &&
+                dnnl_reorder_primitive_desc_create(&rs, &src_md, eng, s2, eng, NULL) == dnnl_success &&
+                dnnl_reorder_primitive_desc_create(&rd, d2, eng, &dst_md, eng, NULL) == dnnl_success &&
+                dnnl_primitive_create(&c->src_reorder, rs) == dnnl_success &&
+                dnnl_primitive_create(&c->dst_reorder, rd) == dnnl_success) {
+                src_int = *s2;
+                dst_int = *d2;
+                dnnl_primitive_desc_destroy(pd);
+                pd = pd2;
+                pd2 = NULL;
+                snprintf(c->impl, sizeof c->impl, "%s+reorders", impl2);
+            } else {
+                if (c->src_reorder) dnnl_primitive_destroy(c->src_reorder);
+                if (c->dst_reorder) dnnl_primitive_destroy(c->dst_reorder);
+                c->src_reorder = c->dst_reorder = NULL;
+            }
+            if (rs) dnnl_primitive_desc_destroy(rs);
+            if (rd) dnnl_primitive_desc_destroy(rd);
+            if (pd2) dnnl_primitive_desc_destroy(pd2);
+        }
+    }
     /* oneDNN's reference kernels are no faster than kiln's own. */
     if (strstr(c->impl, "ref")) goto none;
 
     const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     if (!w_md) goto none;
-    DN(dnnl_memory_create(&c->src, &src_md, eng, DNNL_MEMORY_NONE), "memory");
-    DN(dnnl_memory_create(&c->dst, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
+    if (c->src_reorder) {
+        c->src_buf = alloc_aligned(dnnl_memory_desc_get_size(&src_int));
+        c->dst_buf = alloc_aligned(dnnl_memory_desc_get_size(&dst_int));
+        if (!c->src_buf || !c->dst_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: activations"); goto fail; }
+        DN(dnnl_memory_create(&c->src, &src_int, eng, c->src_buf), "memory");
+        DN(dnnl_memory_create(&c->dst, &dst_int, eng, c->dst_buf), "memory");
+        DN(dnnl_memory_create(&c->src_user, &src_md, eng, DNNL_MEMORY_NONE), "memory");
+        DN(dnnl_memory_create(&c->dst_user, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
+    } else {
+        DN(dnnl_memory_create(&c->src, &src_md, eng, DNNL_MEMORY_NONE), "memory");
+        DN(dnnl_memory_create(&c->dst, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
+    }
     if (sh->has_bias) DN(dnnl_memory_create(&c->bias, &b_md, eng, DNNL_MEMORY_NONE), "memory");
     if (dnnl_memory_desc_equal(w_md, &w_user)) {
         DN(dnnl_memory_create(&c->wprim, &w_user, eng, DNNL_MEMORY_NONE), "memory");
@@ -263,8 +330,15 @@ fail:
 kiln_status kiln_dnnl_conv_run(struct kiln_dnnl_conv *c, const float *src, const float *weights,
                                const float *bias, float *dst, kiln_error *err) {
     kiln_status rc = KILN_OK;
-    DN(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
-    DN(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
+    if (c->src_reorder) {
+        DN(dnnl_memory_set_data_handle(c->src_user, (void *)src), "set handle");
+        DN(dnnl_memory_set_data_handle(c->dst_user, dst), "set handle");
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->src_user}, {DNNL_ARG_TO, c->src}};
+        DN(dnnl_primitive_execute(c->src_reorder, c->stream, 2, ra), "src reorder");
+    } else {
+        DN(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
+        DN(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
+    }
     if (c->has_bias) DN(dnnl_memory_set_data_handle(c->bias, (void *)bias), "set handle");
     if (c->packed_const) {
         /* planned constants keep their address for the life of the model */
@@ -289,6 +363,10 @@ kiln_status kiln_dnnl_conv_run(struct kiln_dnnl_conv *c, const float *src, const
         {DNNL_ARG_BIAS, c->bias},
     };
     DN(dnnl_primitive_execute(c->prim, c->stream, c->has_bias ? 5 : 4, args), "conv execute");
+    if (c->dst_reorder) {
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->dst}, {DNNL_ARG_TO, c->dst_user}};
+        DN(dnnl_primitive_execute(c->dst_reorder, c->stream, 2, ra), "dst reorder");
+    }
     DN(dnnl_stream_wait(c->stream), "stream wait");
 fail:
     return rc;
