@@ -29,6 +29,7 @@ struct kiln_dnnl_conv {
     int32_t          has_bias;
     /* plain activations run through a blocked kernel: reordered in and out */
     dnnl_primitive_t src_reorder, dst_reorder;
+    dnnl_primitive_t sum_reorder;         /* the residual (in plain dst) into the kernel's layout */
     dnnl_memory_t    src_user, dst_user;
     void            *src_buf, *dst_buf;   /* owned, in the kernel's layouts */
     char             impl[96];
@@ -120,6 +121,7 @@ void kiln_dnnl_conv_free(void *p) {
     if (c->wreorder) dnnl_primitive_destroy(c->wreorder);
     if (c->src_reorder) dnnl_primitive_destroy(c->src_reorder);
     if (c->dst_reorder) dnnl_primitive_destroy(c->dst_reorder);
+    if (c->sum_reorder) dnnl_primitive_destroy(c->sum_reorder);
     if (c->src_user) dnnl_memory_destroy(c->src_user);
     if (c->dst_user) dnnl_memory_destroy(c->dst_user);
     free(c->src_buf);
@@ -230,8 +232,7 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
      * its direct kernels in their own layouts are faster even with a reorder
      * in and one out, so try them. */
     dnnl_memory_desc_t src_int = src_md, dst_int = dst_md;
-    if (!sh->sum && sh->src_cl == KILN_LAYOUT_PLAIN && sh->dst_cl == KILN_LAYOUT_PLAIN &&
-        strstr(c->impl, "gemm")) {
+    if (sh->src_cl == KILN_LAYOUT_PLAIN && sh->dst_cl == KILN_LAYOUT_PLAIN && strstr(c->impl, "gemm")) {
         dnnl_memory_desc_t src_any, dst_any;
         union { dnnl_convolution_desc_t c; dnnl_deconvolution_desc_t d; } desc2;
         dnnl_primitive_desc_t pd2 = NULL;
@@ -250,12 +251,15 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
             copy_impl(pd2, impl2, sizeof impl2);
             const dnnl_memory_desc_t *s2 = dnnl_primitive_desc_query_md(pd2, dnnl_query_src_md, 0);
             const dnnl_memory_desc_t *d2 = dnnl_primitive_desc_query_md(pd2, dnnl_query_dst_md, 0);
-            dnnl_primitive_desc_t rs = NULL, rd = NULL;
+            dnnl_primitive_desc_t rs = NULL, rd = NULL, rsum = NULL;
             if (!strstr(impl2, "gemm") && !strstr(impl2, "ref") && s2 && d2 &&
                 dnnl_reorder_primitive_desc_create(&rs, &src_md, eng, s2, eng, NULL) == dnnl_success &&
                 dnnl_reorder_primitive_desc_create(&rd, d2, eng, &dst_md, eng, NULL) == dnnl_success &&
                 dnnl_primitive_create(&c->src_reorder, rs) == dnnl_success &&
-                dnnl_primitive_create(&c->dst_reorder, rd) == dnnl_success) {
+                dnnl_primitive_create(&c->dst_reorder, rd) == dnnl_success &&
+                (!sh->sum ||
+                 (dnnl_reorder_primitive_desc_create(&rsum, &dst_md, eng, d2, eng, NULL) == dnnl_success &&
+                  dnnl_primitive_create(&c->sum_reorder, rsum) == dnnl_success))) {
                 src_int = *s2;
                 dst_int = *d2;
                 dnnl_primitive_desc_destroy(pd);
@@ -265,10 +269,12 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
             } else {
                 if (c->src_reorder) dnnl_primitive_destroy(c->src_reorder);
                 if (c->dst_reorder) dnnl_primitive_destroy(c->dst_reorder);
-                c->src_reorder = c->dst_reorder = NULL;
+                if (c->sum_reorder) dnnl_primitive_destroy(c->sum_reorder);
+                c->src_reorder = c->dst_reorder = c->sum_reorder = NULL;
             }
             if (rs) dnnl_primitive_desc_destroy(rs);
             if (rd) dnnl_primitive_desc_destroy(rd);
+            if (rsum) dnnl_primitive_desc_destroy(rsum);
             if (pd2) dnnl_primitive_desc_destroy(pd2);
         }
     }
@@ -335,6 +341,10 @@ kiln_status kiln_dnnl_conv_run(struct kiln_dnnl_conv *c, const float *src, const
         DN(dnnl_memory_set_data_handle(c->dst_user, dst), "set handle");
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->src_user}, {DNNL_ARG_TO, c->src}};
         DN(dnnl_primitive_execute(c->src_reorder, c->stream, 2, ra), "src reorder");
+        if (c->sum_reorder) { /* the caller put the residual in dst: the sum post-op reads it there */
+            dnnl_exec_arg_t rr[2] = {{DNNL_ARG_FROM, c->dst_user}, {DNNL_ARG_TO, c->dst}};
+            DN(dnnl_primitive_execute(c->sum_reorder, c->stream, 2, rr), "residual reorder");
+        }
     } else {
         DN(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
         DN(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
