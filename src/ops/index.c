@@ -18,19 +18,6 @@
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
 
-static int n_threads(const struct kiln_exec_ctx *ctx) {
-    return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
-}
-
-static kiln_status elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
-                             kiln_error *err) {
-    *es = kiln_dtype_size(dt);
-    if (*es == 0)
-        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "dtype %s is not supported",
-                            kiln_dtype_name(dt));
-    return KILN_OK;
-}
-
 static kiln_status check_index_dtype(const struct kiln_node *n, const struct kiln_value *v,
                                      const char *what, kiln_error *err) {
     if (v->dtype != KILN_DTYPE_INT64 && v->dtype != KILN_DTYPE_INT32)
@@ -108,7 +95,7 @@ static kiln_status infer_gather(const struct kiln_node *n, const struct kiln_val
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     int32_t axis;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "indices", err);
     if (st == KILN_OK) st = kiln_norm_axis(n, kiln_attr_int(n, "axis", 0), in[0]->rank, &axis, err);
     if (st != KILN_OK) return st;
@@ -137,7 +124,7 @@ static kiln_status exec_gather(const struct kiln_node *n, struct kiln_exec_ctx *
     char *dst = out[0]->data;
     int64_t total = outer * m;
     if (total == 0 || inner == 0) return KILN_OK; /* empty tensors may have no storage */
-#pragma omp parallel for num_threads(n_threads(ctx)) if (total * inner > PAR_BYTES)
+#pragma omp parallel for num_threads(kiln_op_threads(ctx)) if (total * inner > PAR_BYTES)
     for (int64_t t = 0; t < total; t++) {
         int64_t o = t / m, j = idx_at(ix, t % m);
         if (j < 0) j += K;
@@ -175,7 +162,7 @@ static kiln_status infer_gather_elements(const struct kiln_node *n,
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     int32_t axis;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "indices", err);
     if (st == KILN_OK) st = kiln_norm_axis(n, kiln_attr_int(n, "axis", 0), in[0]->rank, &axis, err);
     if (st == KILN_OK) st = check_elem_shapes(n, in[0], in[1], axis, err);
@@ -195,7 +182,7 @@ static kiln_status exec_gather_elements(const struct kiln_node *n, struct kiln_e
     kiln_strides(r, x->dims, dstr);
     const char *src = x->data;
     char *dst = out[0]->data;
-#pragma omp parallel for num_threads(n_threads(ctx)) if (cnt * es > PAR_BYTES)
+#pragma omp parallel for num_threads(kiln_op_threads(ctx)) if (cnt * es > PAR_BYTES)
     for (int64_t e = 0; e < cnt; e++) {
         int64_t j = idx_at(ix, e);
         if (j < 0) j += x->dims[axis];
@@ -213,7 +200,7 @@ static kiln_status infer_gather_nd(const struct kiln_node *n, const struct kiln_
                                    kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "indices", err);
     if (st != KILN_OK) return st;
     const struct kiln_value *x = in[0], *ix = in[1];
@@ -373,7 +360,7 @@ static kiln_status infer_scatter_elements(const struct kiln_node *n,
     size_t es;
     int32_t axis;
     int red;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "indices", err);
     if (st == KILN_OK) st = parse_reduction(n, in[0]->dtype, &red, err);
     if (st == KILN_OK) st = kiln_norm_axis(n, kiln_attr_int(n, "axis", 0), in[0]->rank, &axis, err);
@@ -429,7 +416,7 @@ static kiln_status infer_scatter_nd(const struct kiln_node *n, const struct kiln
     kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
     size_t es;
     int red;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "indices", err);
     if (st == KILN_OK) st = parse_reduction(n, in[0]->dtype, &red, err);
     if (st != KILN_OK) return st;
@@ -515,7 +502,7 @@ static kiln_status infer_onehot(const struct kiln_node *n, const struct kiln_val
     kiln_status st = kiln_op_check_arity(n, n_in, 3, 3, err);
     size_t es;
     int32_t axis;
-    if (st == KILN_OK) st = elem_size(n, in[2]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[2]->dtype, &es, err);
     if (st == KILN_OK) st = onehot_axis(n, in[0]->rank, &axis, err);
     if (st != KILN_OK) return st;
     if (!kiln_dtype_is_int(in[0]->dtype) && !kiln_dtype_is_float(in[0]->dtype))
@@ -580,7 +567,7 @@ static kiln_status infer_nonzero(const struct kiln_node *n, const struct kiln_va
                                  kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (!in[0]->data) return KILN_DYNAMIC;
     int64_t cnt = kiln_value_numel(in[0]), nnz = 0;
@@ -712,7 +699,7 @@ static kiln_status infer_revseq(const struct kiln_node *n, const struct kiln_val
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
     int64_t ta, ba;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = check_index_dtype(n, in[1], "sequence_lens", err);
     if (st == KILN_OK) st = revseq_axes(n, &ta, &ba, err);
     if (st != KILN_OK) return st;
@@ -784,7 +771,7 @@ static kiln_status infer_compress(const struct kiln_node *n, const struct kiln_v
                                   kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (!in[1]->data) return KILN_DYNAMIC;
     int32_t axis;

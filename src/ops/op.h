@@ -153,6 +153,12 @@ float       kiln_f16_to_f32(uint16_t h);
 uint16_t    kiln_f32_to_f16(float f);             /* round to nearest even */
 float       kiln_bf16_to_f32(uint16_t h);
 uint16_t    kiln_f32_to_bf16(float f);            /* round to nearest even */
+/* Intra-op threads a kernel may use (at least 1). */
+int         kiln_op_threads(const struct kiln_exec_ctx *ctx);
+/* Bytes per element of dt, or KILN_ERR_UNSUPPORTED naming the node for types
+ * without a fixed size (strings). */
+kiln_status kiln_op_elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
+                              kiln_error *err);
 /* Row-major strides (in elements) for dims. */
 void        kiln_strides(int32_t rank, const int64_t *dims, int64_t *strides);
 

@@ -410,3 +410,16 @@ kiln_status kiln_activation_apply(const struct kiln_node *n, struct kiln_value *
     }
     return KILN_OK;
 }
+
+int kiln_op_threads(const struct kiln_exec_ctx *ctx) {
+    return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+}
+
+kiln_status kiln_op_elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
+                              kiln_error *err) {
+    *es = kiln_dtype_size(dt);
+    if (*es == 0)
+        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "dtype %s is not supported",
+                            kiln_dtype_name(dt));
+    return KILN_OK;
+}

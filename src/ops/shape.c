@@ -25,19 +25,6 @@
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
 
-static int n_threads(const struct kiln_exec_ctx *ctx) {
-    return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
-}
-
-static kiln_status elem_size(const struct kiln_node *n, kiln_dtype dt, size_t *es,
-                             kiln_error *err) {
-    *es = kiln_dtype_size(dt);
-    if (*es == 0)
-        return kiln_op_fail(err, KILN_ERR_UNSUPPORTED, n, "dtype %s is not supported",
-                            kiln_dtype_name(dt));
-    return KILN_OK;
-}
-
 /* Checks an output shape from untrusted data: rank, non-negative dims, and a
  * byte size that fits in int64. */
 static kiln_status check_dims(const struct kiln_node *n, kiln_dtype dt, int64_t rank,
@@ -308,7 +295,7 @@ static kiln_status infer_identity(const struct kiln_node *n, const struct kiln_v
                                   kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     kiln_value_set_shape(out[0], in[0]->dtype, in[0]->rank, in[0]->dims);
     return KILN_OK;
@@ -329,7 +316,7 @@ static kiln_status infer_reshape(const struct kiln_node *n, const struct kiln_va
         if ((st = read_ints(n, in[1], "shape", shape, MAXR, &cnt, err)) != KILN_OK) return st;
     }
     size_t es;
-    if ((st = elem_size(n, in[0]->dtype, &es, err)) != KILN_OK) return st;
+    if ((st = kiln_op_elem_size(n, in[0]->dtype, &es, err)) != KILN_OK) return st;
     bool allowzero = n->opset >= 14 && kiln_attr_int(n, "allowzero", 0) != 0;
     int64_t total = kiln_value_numel(in[0]), known = 1;
     int infer_at = -1;
@@ -375,7 +362,7 @@ static kiln_status infer_flatten(const struct kiln_node *n, const struct kiln_va
                                  kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     int32_t r = in[0]->rank;
     int64_t axis = kiln_attr_int(n, "axis", 1);
@@ -394,7 +381,7 @@ static kiln_status infer_squeeze(const struct kiln_node *n, const struct kiln_va
     int64_t axes[MAXR], cnt = -1;
     kiln_status st = kiln_op_check_arity(n, n_in, 1, n->opset >= 13 ? 2 : 1, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (n->opset < 13) {
         if ((st = attr_ints(n, "axes", axes, MAXR, &cnt, err)) != KILN_OK) return st;
@@ -431,7 +418,7 @@ static kiln_status infer_unsqueeze(const struct kiln_node *n, const struct kiln_
     int64_t axes[MAXR], cnt = -1;
     kiln_status st = kiln_op_check_arity(n, n_in, n->opset >= 13 ? 2 : 1, n->opset >= 13 ? 2 : 1, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (n->opset < 13) {
         if ((st = attr_ints(n, "axes", axes, MAXR, &cnt, err)) != KILN_OK) return st;
@@ -488,7 +475,7 @@ static kiln_status infer_transpose(const struct kiln_node *n, const struct kiln_
     int64_t perm[MAXR], dims[MAXR];
     size_t es;
     kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = transpose_perm(n, in[0]->rank, perm, err);
     if (st != KILN_OK) return st;
     for (int32_t i = 0; i < in[0]->rank; i++) dims[i] = in[0]->dims[perm[i]];
@@ -502,7 +489,7 @@ static kiln_status exec_transpose(const struct kiln_node *n, struct kiln_exec_ct
     kiln_status st = transpose_perm(n, in[0]->rank, perm, err);
     if (st != KILN_OK) return st;
     permute_copy(in[0]->rank, in[0]->dims, perm, out[0]->data, in[0]->data,
-                 kiln_dtype_size(in[0]->dtype), n_threads(ctx));
+                 kiln_dtype_size(in[0]->dtype), kiln_op_threads(ctx));
     return KILN_OK;
 }
 
@@ -517,7 +504,7 @@ static kiln_status infer_concat(const struct kiln_node *n, const struct kiln_val
     for (int i = 0; i < n_in; i++)
         if (!in[i]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "input %d is missing", i);
     size_t es;
-    kiln_status st = elem_size(n, in[0]->dtype, &es, err);
+    kiln_status st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (n->opset >= 4 && !kiln_attr_find(n, "axis"))
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing 'axis' attribute");
@@ -559,7 +546,7 @@ static kiln_status exec_concat(const struct kiln_node *n, struct kiln_exec_ctx *
     for (int i = 0; i < n_in; i++) {
         byte_strides(r, in[i]->dims, es, ist);
         strided_copy(r, in[i]->dims, (char *)out[0]->data + off * ost[axis], ost, in[i]->data, ist,
-                     es, n_threads(ctx));
+                     es, kiln_op_threads(ctx));
         off += in[i]->dims[axis];
     }
     return KILN_OK;
@@ -625,7 +612,7 @@ static kiln_status infer_split(const struct kiln_node *n, const struct kiln_valu
     kiln_status st = kiln_op_check_arity(n, n_in, 1, 2, err);
     size_t es;
     int32_t axis;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = split_axis(n, in, n_in, &axis, err);
     if (st != KILN_OK) return st;
     if (n_out < 1) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected at least 1 output");
@@ -656,7 +643,7 @@ static kiln_status exec_split(const struct kiln_node *n, struct kiln_exec_ctx *c
         if (!out[i]) continue;
         byte_strides(r, out[i]->dims, es, ost);
         strided_copy(r, out[i]->dims, out[i]->data, ost,
-                     (const char *)in[0]->data + off * ist[axis], ist, es, n_threads(ctx));
+                     (const char *)in[0]->data + off * ist[axis], ist, es, kiln_op_threads(ctx));
     }
     return KILN_OK;
 }
@@ -740,7 +727,7 @@ static kiln_status infer_slice(const struct kiln_node *n, const struct kiln_valu
     struct slice_p p;
     size_t es;
     if (n_in < 1 || !in[0]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing input 0");
-    kiln_status st = elem_size(n, in[0]->dtype, &es, err);
+    kiln_status st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = slice_params(n, in, n_in, &p, err);
     if (st != KILN_OK) return st;
     return set_out(n, out[0], in[0]->dtype, in[0]->rank, p.count, err);
@@ -763,7 +750,7 @@ static kiln_status exec_slice(const struct kiln_node *n, struct kiln_exec_ctx *c
     }
     if (numel_of(r, p.count) == 0) return KILN_OK;
     strided_copy(r, p.count, out[0]->data, ds, (const char *)in[0]->data + off, ss, es,
-                 n_threads(ctx));
+                 kiln_op_threads(ctx));
     return KILN_OK;
 }
 
@@ -775,7 +762,7 @@ static kiln_status infer_expand(const struct kiln_node *n, const struct kiln_val
                                 kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (!in[1]->data) return KILN_DYNAMIC;
     struct kiln_value shp = {.dtype = in[0]->dtype};
@@ -804,7 +791,7 @@ static kiln_status exec_expand(const struct kiln_node *n, struct kiln_exec_ctx *
         int32_t k = i - (R - r);
         ss[i] = (k >= 0 && x->dims[k] != 1) ? ist[k] : 0; /* stride 0 repeats a unit dim */
     }
-    strided_copy(R, out[0]->dims, out[0]->data, ds, x->data, ss, es, n_threads(ctx));
+    strided_copy(R, out[0]->dims, out[0]->data, ds, x->data, ss, es, kiln_op_threads(ctx));
     return KILN_OK;
 }
 
@@ -827,7 +814,7 @@ static kiln_status infer_tile(const struct kiln_node *n, const struct kiln_value
                               int n_in, struct kiln_value *const *out, int n_out, kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (!in[1]->data) return KILN_DYNAMIC;
     int64_t rep[MAXR], dims[MAXR];
@@ -856,7 +843,7 @@ static kiln_status exec_tile(const struct kiln_node *n, struct kiln_exec_ctx *ct
         ds[2 * i + 1] = ost[i];
         ss[2 * i + 1] = ist[i];
     }
-    strided_copy(2 * r, d, out[0]->data, ds, x->data, ss, es, n_threads(ctx));
+    strided_copy(2 * r, d, out[0]->data, ds, x->data, ss, es, kiln_op_threads(ctx));
     return KILN_OK;
 }
 
@@ -932,7 +919,7 @@ static kiln_status infer_pad(const struct kiln_node *n, const struct kiln_value 
     struct pad_p p;
     size_t es;
     if (n_in < 1 || !in[0]) return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "missing input 0");
-    kiln_status st = elem_size(n, in[0]->dtype, &es, err);
+    kiln_status st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st == KILN_OK) st = pad_params(n, in, n_in, &p, err);
     if (st != KILN_OK) return st;
     int64_t dims[MAXR];
@@ -992,7 +979,7 @@ static kiln_status exec_pad(const struct kiln_node *n, struct kiln_exec_ctx *ctx
     const char *src = x->data;
     char *dst = out[0]->data;
     int64_t ies = (int64_t)es;
-#pragma omp parallel for num_threads(n_threads(ctx)) if (total * ies > PAR_BYTES)
+#pragma omp parallel for num_threads(kiln_op_threads(ctx)) if (total * ies > PAR_BYTES)
     for (int64_t row = 0; row < rows; row++) {
         char *drow = dst + row * W * ies;
         int64_t t = row, soff = 0;
@@ -1026,7 +1013,7 @@ static kiln_status d2s_check(const struct kiln_node *n, const struct kiln_value 
                              int n_in, int64_t *b, kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 1, 1, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (in[0]->rank != 4)
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected a rank-4 input, got rank %d",
@@ -1078,7 +1065,7 @@ static kiln_status exec_d2s(const struct kiln_node *n, struct kiln_exec_ctx *ctx
         memcpy(ss, s, sizeof s);
     }
     for (int i = 0; i < 6; i++) ss[i] *= ies;
-    strided_copy(6, it, out[0]->data, ds, in[0]->data, ss, (size_t)ies, n_threads(ctx));
+    strided_copy(6, it, out[0]->data, ds, in[0]->data, ss, (size_t)ies, kiln_op_threads(ctx));
     return KILN_OK;
 }
 
@@ -1109,7 +1096,7 @@ static kiln_status exec_s2d(const struct kiln_node *n, struct kiln_exec_ctx *ctx
     int64_t ss[6] = {C * H * W, W, 1, H * W, b * W, b};
     byte_strides(6, it, (size_t)ies, ds);
     for (int i = 0; i < 6; i++) ss[i] *= ies;
-    strided_copy(6, it, out[0]->data, ds, in[0]->data, ss, (size_t)ies, n_threads(ctx));
+    strided_copy(6, it, out[0]->data, ds, in[0]->data, ss, (size_t)ies, kiln_op_threads(ctx));
     return KILN_OK;
 }
 
@@ -1121,7 +1108,7 @@ static kiln_status infer_trilu(const struct kiln_node *n, const struct kiln_valu
                                kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 1, 2, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     if (in[0]->rank < 2)
         return kiln_op_fail(err, KILN_ERR_SHAPE, n, "expected rank >= 2, got %d", in[0]->rank);
@@ -1143,7 +1130,7 @@ static kiln_status exec_trilu(const struct kiln_node *n, struct kiln_exec_ctx *c
     int64_t lim = R + C; /* clamp so that i + k cannot overflow */
     k = k > lim ? lim : (k < -lim ? -lim : k);
     int64_t rows = kiln_value_numel(x) / C;
-#pragma omp parallel for num_threads(n_threads(ctx)) if (rows * C * ies > PAR_BYTES)
+#pragma omp parallel for num_threads(kiln_op_threads(ctx)) if (rows * C * ies > PAR_BYTES)
     for (int64_t row = 0; row < rows; row++) {
         int64_t i = row % R, cut = i + k + (upper ? 0 : 1); /* first column of the upper part */
         cut = cut < 0 ? 0 : (cut > C ? C : cut);
@@ -1168,7 +1155,7 @@ static kiln_status infer_dropout(const struct kiln_node *n, const struct kiln_va
                                  kiln_error *err) {
     kiln_status st = kiln_op_check_arity(n, n_in, 1, n->opset >= 12 ? 3 : 1, err);
     size_t es;
-    if (st == KILN_OK) st = elem_size(n, in[0]->dtype, &es, err);
+    if (st == KILN_OK) st = kiln_op_elem_size(n, in[0]->dtype, &es, err);
     if (st != KILN_OK) return st;
     /* Dropout-1/6 run in training mode only when is_test is present and 0 */
     bool training =
@@ -1204,7 +1191,7 @@ static kiln_status exec_dropout(const struct kiln_node *n, struct kiln_exec_ctx 
         struct kiln_value v = {.dtype = out[1]->dtype, .data = one};
         kiln_value_set_f64(&v, 0, 1.0);
         fill_elems(out[1]->data, kiln_value_numel(out[1]), one, kiln_dtype_size(out[1]->dtype),
-                   n_threads(ctx));
+                   kiln_op_threads(ctx));
     }
     return KILN_OK;
 }
@@ -1270,7 +1257,7 @@ static kiln_status cos_value(const struct kiln_node *n, const struct kiln_value 
     if (a->type != KILN_ATTR_TENSOR || kiln_value_numel(&a->t) != 1 || !a->t.data)
         return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "expected 'value' as a one-element tensor");
     size_t es;
-    kiln_status st = elem_size(n, a->t.dtype, &es, err);
+    kiln_status st = kiln_op_elem_size(n, a->t.dtype, &es, err);
     if (st == KILN_OK) *v = &a->t;
     return st;
 }
@@ -1295,7 +1282,7 @@ static kiln_status exec_cos(const struct kiln_node *n, struct kiln_exec_ctx *ctx
     if (st != KILN_OK) return st;
     static const unsigned char zero[16];
     fill_elems(out[0]->data, kiln_value_numel(out[0]), v ? v->data : zero,
-               kiln_dtype_size(out[0]->dtype), n_threads(ctx));
+               kiln_dtype_size(out[0]->dtype), kiln_op_threads(ctx));
     return KILN_OK;
 }
 
@@ -1309,7 +1296,7 @@ static kiln_status infer_eyelike(const struct kiln_node *n, const struct kiln_va
                             in[0]->rank);
     kiln_dtype dt = (kiln_dtype)kiln_attr_int(n, "dtype", in[0]->dtype);
     size_t es;
-    if ((st = elem_size(n, dt, &es, err)) != KILN_OK) return st;
+    if ((st = kiln_op_elem_size(n, dt, &es, err)) != KILN_OK) return st;
     kiln_value_set_shape(out[0], dt, 2, in[0]->dims);
     return KILN_OK;
 }
@@ -1411,7 +1398,7 @@ static kiln_status constant_value(const struct kiln_node *n, struct kiln_value *
     if ((a = kiln_attr_find(n, "value")) && a->type == KILN_ATTR_TENSOR) {
         *v = a->t;
         size_t es, b;
-        kiln_status st = elem_size(n, v->dtype, &es, err);
+        kiln_status st = kiln_op_elem_size(n, v->dtype, &es, err);
         if (st != KILN_OK) return st;
         if (!kiln_value_bytes(v, &b) || (b && !v->data))
             return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "'value' tensor has no valid data");
