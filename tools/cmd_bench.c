@@ -193,9 +193,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
         } else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--profile")) o->profile = 1;
         else if (!strcmp(a, "--layout") && i + 1 < argc) {
-            const char *l = argv[++i];
-            o->layout = !strcmp(l, "auto") ? 0 : !strcmp(l, "plain") ? 1 : !strcmp(l, "nhwc") ? 2
-                      : !strcmp(l, "blocked") ? 3 : -1;
+            o->layout = tf_parse_layout(argv[++i]);
             if (o->layout < 0) {
                 fprintf(stderr, "kiln bench: --layout takes auto, plain, nhwc or blocked\n");
                 return -1;

@@ -9,6 +9,7 @@
 #include "kiln.h"
 #include "onnx/import.h"
 #include "ops/op.h"
+#include "tensor_file.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -311,9 +312,7 @@ int kiln_cmd_test_onnx(int argc, char **argv) {
         else if (!strcmp(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
         else if (!strcmp(a, "--reference")) o.reference = 1;
         else if (!strcmp(a, "--layout") && i + 1 < argc) {
-            const char *l = argv[++i];
-            o.layout = !strcmp(l, "auto") ? 0 : !strcmp(l, "plain") ? 1 : !strcmp(l, "nhwc") ? 2
-                     : !strcmp(l, "blocked") ? 3 : -1;
+            o.layout = tf_parse_layout(argv[++i]);
             if (o.layout < 0) {
                 fprintf(stderr, "kiln test-onnx: --layout takes auto, plain, nhwc or blocked\n");
                 free(dirs);

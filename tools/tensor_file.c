@@ -516,3 +516,10 @@ double tf_now_ms(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
+
+int tf_parse_layout(const char *s) {
+    static const char *const names[] = {"auto", "plain", "nhwc", "blocked"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, names[i])) return i;
+    return -1;
+}

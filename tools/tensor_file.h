@@ -16,6 +16,8 @@
 /* ---- numbers from arguments ---- */
 /* Strict integer parse: whole string, no overflow. Returns 0 on success. */
 int tf_parse_i64(const char *s, int64_t *out);
+/* --layout auto|plain|nhwc|blocked -> kiln_session_options.activation_layout; -1 if unknown. */
+int tf_parse_layout(const char *s);
 int tf_parse_f64(const char *s, double *out);
 /* "a,b,c" -> up to max doubles; returns the count or -1 on a bad number. */
 int tf_parse_f64_list(const char *s, double *out, int max);
