@@ -29,6 +29,7 @@ void kiln_plan_free(struct kiln_plan *p) {
     if (!p) return;
     free(p->io_in);
     free(p->io_out);
+    free(p->io_vals);
     for (int32_t i = 0; i < p->n_steps; i++) {
         if (p->steps[i].kernel.release) p->steps[i].kernel.release(p->steps[i].kernel.state);
         if (p->steps[i].cl_tmp) {
@@ -429,9 +430,10 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
     p->max_io = kiln_graph_max_io(g);
     p->io_in = calloc((size_t)p->max_io, sizeof *p->io_in);
     p->io_out = calloc((size_t)p->max_io, sizeof *p->io_out);
+    p->io_vals = calloc((size_t)p->max_io * 2, sizeof *p->io_vals);
     size_t klen = 0, kcap = 0;
     if (!p->vals || !p->kind || !p->alias || !p->offset || !p->steps || !remaining || !p->io_in ||
-        !p->io_out) {
+        !p->io_out || !p->io_vals) {
         s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
         goto fail;
     }

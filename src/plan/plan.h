@@ -55,6 +55,7 @@ struct kiln_plan {
     int32_t  max_io;             /* widest node's input or output count */
     const struct kiln_value **io_in;   /* scratch argument arrays of max_io entries, */
     struct kiln_value **io_out;        /* so running a plan allocates nothing */
+    struct kiln_value *io_vals;        /* 2 * max_io: plain copies for converted steps */
 };
 
 /* Copies float32 data between plain (N, C, spatial) and v->layout. */

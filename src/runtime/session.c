@@ -450,8 +450,8 @@ static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
                                  const struct kiln_step *st, const struct kiln_node *n,
                                  struct kiln_exec_ctx *ctx, kiln_error *err) {
     int32_t ni = n->n_inputs, no = n->n_outputs;
-    struct kiln_value *local = calloc((size_t)(ni + no + 1), sizeof *local);
-    if (!local) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: node '%s'", s->model->label, n->name);
+    struct kiln_value *local = p->io_vals;   /* sized 2 * max_io by the planner */
+    memset(local, 0, (size_t)(ni + no) * sizeof *local);
     const struct kiln_value **in = p->io_in;
     struct kiln_value **outv = p->io_out;
     for (int32_t j = 0; j < ni + no; j++) {
@@ -475,7 +475,6 @@ static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
         if (v >= 0 && st->cl_tmp[j])
             kiln_layout_from_plain(&p->vals[v], st->cl_tmp[j], p->vals[v].data);
     }
-    free(local);
     if (rs && err && !strstr(err->msg, n->name))
         kiln_fail_prefix(err, rs, "%s: node '%s' (%s)", s->model->label, n->name, n->op_type);
     return rs;
