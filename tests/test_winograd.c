@@ -46,6 +46,7 @@ struct wcase {
     int bias, sum, inplace;  /* inplace: residual buffer is dst */
     int32_t act;
     float alpha, beta;
+    int32_t threads;         /* threads the kernel is built for (0: 2) */
 };
 
 static double act_ref(double v, const struct wcase *tc) {
@@ -89,7 +90,7 @@ static int run_backend(const struct wcase *tc) {
                                  .src_layout = tc->lay, .dst_layout = tc->lay};
     struct kiln_wino *k = NULL;
     kiln_error err = {0};
-    if (kiln_wino_create(&sh, w, NULL, &k, &err) != KILN_OK || !k) {
+    if (kiln_wino_create(&sh, w, tc->threads ? tc->threads : 2, NULL, &k, &err) != KILN_OK || !k) {
         printf("FAIL %s: create: %s\n", tc->name, k ? "" : err.msg[0] ? err.msg : "no kernel");
         bad = 1;
         goto done;
@@ -245,7 +246,7 @@ done:
 
 static const struct wcase cases[] = {
     {"f4_blocked_56", 1, 16, 16, 12, 12, 1, 1, 1, 1, 4, BL, 1, 0, 0, KILN_ACT_RELU, 0, 0},
-    {"f4_blocked_odd_hw", 1, 8, 24, 13, 11, 1, 1, 1, 1, 4, BL, 1, 0, 0, KILN_ACT_NONE, 0, 0},
+    {"f4_blocked_odd_hw_1thr", 1, 8, 24, 13, 11, 1, 1, 1, 1, 4, BL, 1, 0, 0, KILN_ACT_NONE, 0, 0, 1},
     {"f4_blocked_batch3_sum", 3, 16, 8, 9, 10, 1, 1, 1, 1, 4, BL, 1, 1, 0, KILN_ACT_RELU, 0, 0},
     {"f4_blocked_sum_inplace", 2, 8, 16, 7, 7, 1, 1, 1, 1, 4, BL, 0, 1, 1, KILN_ACT_NONE, 0, 0},
     {"f4_blocked_nopad", 1, 8, 8, 10, 9, 0, 0, 0, 0, 4, BL, 1, 0, 0, KILN_ACT_NONE, 0, 0},
@@ -255,6 +256,8 @@ static const struct wcase cases[] = {
     {"f4_cl_c12_k20", 2, 12, 20, 11, 6, 1, 1, 1, 1, 4, CL, 1, 1, 0, KILN_ACT_RELU, 0, 0},
     {"f4_plain_large_c", 1, 67, 9, 6, 6, 1, 1, 1, 1, 4, PL, 1, 0, 0, KILN_ACT_NONE, 0, 0},
     {"f4_blocked_many_tiles", 1, 16, 16, 57, 45, 1, 1, 1, 1, 4, BL, 1, 1, 0, KILN_ACT_RELU, 0, 0},
+    {"f4_blocked_many_tiles_3thr", 2, 8, 16, 30, 29, 1, 1, 1, 1, 4, BL, 1, 0, 0, KILN_ACT_NONE, 0, 0, 3},
+    {"f4_blocked_ksplit_4thr", 1, 16, 40, 8, 8, 1, 1, 1, 1, 4, BL, 1, 1, 1, KILN_ACT_RELU, 0, 0, 4},
     {"f4_blocked_c256", 1, 256, 32, 14, 14, 1, 1, 1, 1, 4, BL, 1, 0, 0, KILN_ACT_RELU, 0, 0},
     {"f2_blocked_7x7", 1, 16, 24, 7, 7, 1, 1, 1, 1, 2, BL, 1, 1, 0, KILN_ACT_RELU, 0, 0},
     {"f2_plain_odd", 2, 5, 3, 8, 5, 1, 0, 0, 1, 2, PL, 1, 0, 0, KILN_ACT_CLIP, -0.5f, 0.5f},

@@ -43,9 +43,12 @@ struct kiln_wino {
     int64_t C8, K8;              /* channels rounded up to 8 */
     int64_t th, tw, T;           /* tiles per row / column, tiles in all */
     int64_t TB;                  /* tiles per chunk */
+    int64_t n_chunks, ksplit;    /* work items: n_chunks x ksplit (output-channel slices) */
+    int64_t kstep;               /* output channels per slice (multiple of 8) */
+    int32_t nthr;                /* threads the buffers are sized for */
     const float *U;              /* [a2][C8][K8] transformed weights (shared or owned) */
     float *U_owned;
-    float *V, *M;                /* [a2][TB][C8], [a2][TB][K8]: one chunk */
+    float *V, *M;                /* per thread: [a2][TB][C8] and [a2][TB][K8], one chunk */
     struct lay src, dst;
     char impl[48];
 };
@@ -82,7 +85,8 @@ int32_t kiln_wino_choose(const struct kiln_wino_shape *sh, enum kiln_conv_algo a
      * wins where there are enough tiles to amortize its 4x larger transformed
      * weights; the transforms only vectorize in blocked nChw8c. */
     if (sh->src_layout != KILN_LAYOUT_BLOCKED8 || sh->dst_layout != KILN_LAYOUT_BLOCKED8) return 0;
-    if (sh->C < 32 || sh->K < 32 || tiles4 < 16) return 0;
+    if (sh->C < 32 || sh->K < 32) return 0;
+    if (tiles4 < 16) return 0;
     return 4;
 }
 
@@ -208,8 +212,8 @@ static inline AVX2 __m256 act8(__m256 v, int32_t act, __m256 al, __m256 be) {
 
 /* Tile t (global index) of one 8-channel block into V (chunk-local tile tl). */
 #define DEF_INPUT_TILE(SUF, AL, BT)                                                           \
-    static AVX2 void input_tile_##SUF(const struct kiln_wino *w, const float *src, int64_t t, \
-                                      int64_t tl, int64_t cb) {                               \
+    static AVX2 void input_tile_##SUF(const struct kiln_wino *w, float *V, const float *src,  \
+                                      int64_t t, int64_t tl, int64_t cb) {                    \
         const struct kiln_wino_shape *sh = &w->sh;                                            \
         const int64_t per = w->th * w->tw, n = t / per, r = t % per;                          \
         const int64_t y0 = (r / w->tw) * (AL - 2) - sh->pt, x0 = (r % w->tw) * (AL - 2) - sh->pl; \
@@ -228,22 +232,22 @@ static inline AVX2 __m256 act8(__m256 v, int32_t act, __m256 al, __m256 be) {
         for (int j = 0; j < AL; j++) BT(d + j, AL, u + j, AL);   /* columns: B^T d */        \
         for (int i = 0; i < AL; i++) BT(u + i * AL, 1, d + i * AL, 1);   /* rows: . B */     \
         const int64_t xs = w->TB * w->C8;                                                     \
-        float *v = w->V + tl * w->C8 + cb * 8;                                                \
+        float *v = V + tl * w->C8 + cb * 8;                                                   \
         for (int e = 0; e < AL * AL; e++) _mm256_storeu_ps(v + e * xs, d[e]);                 \
     }
 
 /* Output tile t of one 8-channel block from M: bias, residual, activation. */
 #define DEF_OUTPUT_TILE(SUF, AL, AT)                                                          \
-    static AVX2 void output_tile_##SUF(const struct kiln_wino *w, const float *bias,          \
-                                       const float *res, float *dst, int64_t t, int64_t tl,   \
-                                       int64_t kb) {                                          \
+    static AVX2 void output_tile_##SUF(const struct kiln_wino *w, const float *M,             \
+                                       const float *bias, const float *res, float *dst,       \
+                                       int64_t t, int64_t tl, int64_t kb) {                   \
         enum { MM = AL - 2 };                                                                 \
         const struct kiln_wino_shape *sh = &w->sh;                                            \
         const int64_t per = w->th * w->tw, n = t / per, r = t % per;                          \
         const int64_t y0 = (r / w->tw) * MM, x0 = (r % w->tw) * MM;                           \
         const int nc = (int)(sh->K - kb * 8 < 8 ? sh->K - kb * 8 : 8);                        \
         const int64_t xs = w->TB * w->K8;                                                     \
-        const float *mp = w->M + tl * w->K8 + kb * 8;                                         \
+        const float *mp = M + tl * w->K8 + kb * 8;                                            \
         __m256 m[AL * AL], s[MM * AL], o[MM * MM];                                            \
         for (int e = 0; e < AL * AL; e++) m[e] = _mm256_loadu_ps(mp + e * xs);                \
         for (int j = 0; j < AL; j++) AT(m + j, AL, s + j, AL);   /* A^T m */                 \
@@ -290,20 +294,22 @@ static void *alloc_floats(int64_t n) {
 }
 
 /* Tiles per chunk: the chunk's V and M (a2 x TB x (C8 + K8) floats) within
- * about 1 MiB so they stay in L2/L3 between the three phases, but at least 32
- * tiles (64 with few channels) so each GEMM has rows to amortize its call. */
+ * about 2 MiB so they stay in cache between the three phases, clamped to
+ * [32, 64] tiles: measured on ResNet-50's shapes (bench/conv3x3), fewer rows
+ * leave each GEMM call too short, more spill the chunk out of L2. */
 static int64_t chunk_tiles(int64_t T, int32_t a2, int64_t C8, int64_t K8) {
     const char *e = getenv("KILN_WINO_TB");   /* tuning knob for benchmarks */
     int64_t tb = e ? atoll(e) : 0;
     if (tb <= 0) {
-        tb = ((int64_t)1 << 20) / ((int64_t)a2 * (C8 + K8) * (int64_t)sizeof(float));
-        if (tb < 32) tb = 32;
+        tb = ((int64_t)2 << 20) / ((int64_t)a2 * (C8 + K8) * (int64_t)sizeof(float));
+        tb = tb < 32 ? 32 : tb > 64 ? 64 : tb;
     }
     return tb < T ? tb : T;
 }
 
 kiln_status kiln_wino_create(const struct kiln_wino_shape *sh, const float *weights,
-                             struct kiln_wcache *cache, struct kiln_wino **out, kiln_error *err) {
+                             int32_t n_threads, struct kiln_wcache *cache, struct kiln_wino **out,
+                             kiln_error *err) {
     *out = NULL;
 #if !WINO_X86
     return KILN_OK;
@@ -329,7 +335,26 @@ kiln_status kiln_wino_create(const struct kiln_wino_shape *sh, const float *weig
     double tiles = (double)sh->N * (double)w->th * (double)w->tw;
     if (tiles > (double)((int64_t)1 << 40)) { kiln_wino_free(w); return KILN_OK; }
     w->T = sh->N * w->th * w->tw;
+    /* Each thread runs whole work items (a chunk of tiles through all three
+     * phases for one slice of output channels) in its own buffers, so the
+     * threads meet only once per run, not at a barrier per phase; with too
+     * few chunks for the threads, output channels are split too (each item
+     * then repeats its chunk's cheap input transform). */
+    w->nthr = n_threads > 0 ? n_threads : 1;
     w->TB = chunk_tiles(w->T, w->a2, w->C8, w->K8);
+    w->n_chunks = (w->T + w->TB - 1) / w->TB;
+    if (w->n_chunks > w->nthr && w->n_chunks % w->nthr) {
+        /* equal shares: as many chunks for every thread, of equal size */
+        w->n_chunks += w->nthr - w->n_chunks % w->nthr;
+        w->TB = (w->T + w->n_chunks - 1) / w->n_chunks;
+        w->n_chunks = (w->T + w->TB - 1) / w->TB;
+    } else if (w->n_chunks > 1 && w->n_chunks <= w->nthr) {
+        w->TB = (w->T + w->n_chunks - 1) / w->n_chunks;
+    }
+    int64_t Kb = w->K8 / 8, ks = (w->nthr + w->n_chunks - 1) / w->n_chunks;
+    if (ks > Kb) ks = Kb;
+    w->kstep = (Kb + ks - 1) / ks * 8;
+    w->ksplit = (w->K8 + w->kstep - 1) / w->kstep;
     w->src = make_lay(sh->src_layout, sh->C, sh->H, sh->W);
     w->dst = make_lay(sh->dst_layout, sh->K, sh->OH, sh->OW);
     snprintf(w->impl, sizeof w->impl, "wino:f%dx%d:avx2", sh->m, sh->m);
@@ -351,8 +376,8 @@ kiln_status kiln_wino_create(const struct kiln_wino_shape *sh, const float *weig
         fill_u(w->U_owned, &f, err);
         w->U = w->U_owned;
     }
-    w->V = alloc_floats((int64_t)w->a2 * w->TB * w->C8);
-    w->M = alloc_floats((int64_t)w->a2 * w->TB * w->K8);
+    w->V = alloc_floats((int64_t)w->nthr * w->a2 * w->TB * w->C8);
+    w->M = alloc_floats((int64_t)w->nthr * w->a2 * w->TB * w->K8);
     if (!w->V || !w->M) {
         kiln_wino_free(w);
         return kiln_fail(err, KILN_ERR_NO_MEMORY, "winograd conv: tile buffers");
@@ -368,36 +393,36 @@ kiln_status kiln_wino_run(struct kiln_wino *w, const float *src, const float *bi
     return kiln_fail(err, KILN_ERR_INTERNAL, "winograd conv: not built for this CPU");
 #else
     const struct kiln_wino_shape *sh = &w->sh;
-    const int64_t Cb = w->C8 / 8, Kb = w->K8 / 8, T = w->T, TB = w->TB;
+    const int64_t Cb = w->C8 / 8, T = w->T, TB = w->TB, ks = w->ksplit;
+    const int64_t items = w->n_chunks * ks;
     const int32_t a2 = w->a2;
     if (!sh->sum) res = NULL;
     int failed = 0;
     dnnl_status_t fst = dnnl_success;
-#pragma omp parallel
+#pragma omp parallel num_threads(w->nthr)
     {
-        const int nth = omp_get_num_threads();
-        /* split the GEMMs' columns when there are few of them per thread */
-        int64_t ks = (int64_t)(4 * nth + a2 - 1) / a2;
-        if (ks > Kb) ks = Kb;
-        if (ks < 1) ks = 1;
-        const int64_t kstep = (Kb + ks - 1) / ks * 8;
-        for (int64_t t0 = 0; t0 < T; t0 += TB) {
-            const int64_t nt = T - t0 < TB ? T - t0 : TB;
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < nt * Cb; i++) {
-                if (w->alpha == 6) input_tile_f4(w, src, t0 + i / Cb, i / Cb, i % Cb);
-                else input_tile_f2(w, src, t0 + i / Cb, i / Cb, i % Cb);
+        const int tid = omp_get_thread_num();
+        float *V = w->V + (int64_t)tid * a2 * TB * w->C8;
+        float *M = w->M + (int64_t)tid * a2 * TB * w->K8;
+        int64_t have = -1;   /* the chunk V holds */
+#pragma omp for schedule(static) nowait
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t chunk = it / ks, t0 = chunk * TB, nt = T - t0 < TB ? T - t0 : TB;
+            const int64_t k0 = (it % ks) * w->kstep;
+            const int64_t kn = w->K8 - k0 < w->kstep ? w->K8 - k0 : w->kstep;
+            if (have != chunk) {
+                for (int64_t i = 0; i < nt * Cb; i++) {
+                    if (w->alpha == 6) input_tile_f4(w, V, src, t0 + i / Cb, i / Cb, i % Cb);
+                    else input_tile_f2(w, V, src, t0 + i / Cb, i / Cb, i % Cb);
+                }
+                have = chunk;
             }
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < a2 * ks; i++) {
-                const int64_t e = i / ks, k0 = (i % ks) * kstep;
-                const int64_t kn = w->K8 - k0 < kstep ? w->K8 - k0 : kstep;
-                if (kn <= 0) continue;
-                /* row-major: M_e[nt x kn] = V_e[nt x C8] . U_e[C8 x kn] */
-                dnnl_status_t st = dnnl_sgemm('N', 'N', nt, kn, w->C8, 1.0f,
-                                              w->V + e * TB * w->C8, w->C8,
-                                              w->U + e * w->C8 * w->K8 + k0, w->K8, 0.0f,
-                                              w->M + e * TB * w->K8 + k0, w->K8);
+            for (int32_t e = 0; e < a2; e++) {
+                /* row-major: M_e[nt x kn] = V_e[nt x C8] . U_e[C8 x kn]; inside
+                 * the parallel region oneDNN runs it on this thread */
+                dnnl_status_t st = dnnl_sgemm('N', 'N', nt, kn, w->C8, 1.0f, V + e * TB * w->C8,
+                                              w->C8, w->U + e * w->C8 * w->K8 + k0, w->K8, 0.0f,
+                                              M + e * TB * w->K8 + k0, w->K8);
                 if (st != dnnl_success) {
 #pragma omp critical(kiln_wino_fail)
                     {
@@ -406,10 +431,10 @@ kiln_status kiln_wino_run(struct kiln_wino *w, const float *src, const float *bi
                     }
                 }
             }
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < nt * Kb; i++) {
-                if (w->alpha == 6) output_tile_f4(w, bias, res, dst, t0 + i / Kb, i / Kb, i % Kb);
-                else output_tile_f2(w, bias, res, dst, t0 + i / Kb, i / Kb, i % Kb);
+            for (int64_t i = 0; i < nt * (kn / 8); i++) {
+                const int64_t tl = i / (kn / 8), kb = k0 / 8 + i % (kn / 8);
+                if (w->alpha == 6) output_tile_f4(w, M, bias, res, dst, t0 + tl, tl, kb);
+                else output_tile_f2(w, M, bias, res, dst, t0 + tl, tl, kb);
             }
         }
     }

@@ -10,8 +10,9 @@
  *   output   Y = A^T M A, plus bias, plus the fused residual, then the fused
  *            activation (ReLU / LeakyReLU / Clip), written in dst's layout.
  * Tiles are processed in chunks so the transformed buffers stay in cache;
- * the buffers are allocated at create (a run allocates nothing). Work is
- * split over the session's OpenMP threads.
+ * each thread takes whole chunks (and, when chunks are fewer than threads,
+ * slices of output channels) through all three steps in its own buffers,
+ * allocated at create (a run allocates nothing), with one join per run.
  */
 #ifndef KILN_BACKEND_DNNL_WINO_H
 #define KILN_BACKEND_DNNL_WINO_H
@@ -51,11 +52,13 @@ enum kiln_conv_algo kiln_conv_algo_env(void);
  * direct, else the Winograd tile m (2 or 4). `algo` forces it either way. */
 int32_t kiln_wino_choose(const struct kiln_wino_shape *sh, enum kiln_conv_algo algo);
 
-/* Builds the kernel for constant `weights` (K x C x 3 x 3, ONNX order).
+/* Builds the kernel for constant `weights` (K x C x 3 x 3, ONNX order), to
+ * be run with n_threads OpenMP threads (the session's; buffers are per thread).
  * cache may be NULL (private copy of U). Returns KILN_OK with *out == NULL
  * when the CPU or the problem is not supported. */
 kiln_status kiln_wino_create(const struct kiln_wino_shape *sh, const float *weights,
-                             struct kiln_wcache *cache, struct kiln_wino **out, kiln_error *err);
+                             int32_t n_threads, struct kiln_wcache *cache, struct kiln_wino **out,
+                             kiln_error *err);
 /* bias may be NULL only without has_bias; res (sum only) may equal dst. */
 kiln_status kiln_wino_run(struct kiln_wino *w, const float *src, const float *bias,
                           const float *res, float *dst, kiln_error *err);

@@ -554,7 +554,8 @@ static kiln_status conv_try_wino(const struct kiln_node *n, struct kiln_exec_ctx
     sh.m = kiln_wino_choose(&sh, kiln_conv_algo_env());
     if (!sh.m) return KILN_OK;
     struct kiln_wino *w = NULL;
-    kiln_status st = kiln_wino_create(&sh, in[1]->data, ctx ? ctx->wcache : NULL, &w, err);
+    kiln_status st = kiln_wino_create(&sh, in[1]->data, kiln_op_threads(ctx), ctx ? ctx->wcache : NULL,
+                                      &w, err);
     if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "winograd failed");
     if (!w) return KILN_OK;
     k->run = conv_wino_run;
