@@ -3,10 +3,12 @@
  * calls and one worker thread per instance.
  *
  * A worker takes the oldest call and every later call whose non-batch dims
- * equal it, up to max_batch_size rows. It dispatches at once when the batch
- * is full or reaches a preferred size; otherwise it waits until the oldest
- * call has waited max_queue_delay_us. Calls with other shapes stay queued in
- * order. The batch is zero-padded up to the next warmed run size, run on the
+ * equal it, up to max_batch_size rows or its fair share of the queue when
+ * other instances are idle. It dispatches at once when the batch is full or
+ * reaches a preferred size; otherwise it waits until the oldest call has
+ * waited max_queue_delay_us. Calls with other shapes stay queued in order. A
+ * batch is trimmed to the largest warmed run size it fills; only when no
+ * prefix fills one is it zero-padded up to the next. It runs on the
  * instance's session, and each call gets its own rows back.
  */
 #include "serve/internal.h"
@@ -82,9 +84,15 @@ static bool same_shape(const struct kiln_serve_infer *a, const struct kiln_serve
     return true;
 }
 
-/* Picks calls for one execution, or returns 0 and a time to wait until.
- * Caller holds qlock. */
-static int form_batch(struct srv_version *v, int64_t now, struct srv_call **out, int64_t *rows_out,
+static int64_t run_size_for(const struct srv_config *c, int64_t rows);
+
+/* (declared in internal.h) Two rules keep the tail short when compute time grows about linearly with
+ * the batch (CPUs): queued rows are shared among the idle instances instead
+ * of one instance taking them all while another idles, and a batch that is
+ * not a run size is trimmed to the largest run size it fills, leaving the
+ * rest queued, rather than padded up (5 rows padded to 8 cost 8 rows of
+ * compute). */
+int batcher_form_batch(struct srv_version *v, int64_t now, struct srv_call **out, int64_t *rows_out,
                       int64_t *wait_until) {
     struct srv_call *head = v->qhead;
     int64_t mb = v->cfg.sig.max_batch_size;
@@ -93,19 +101,30 @@ static int form_batch(struct srv_version *v, int64_t now, struct srv_call **out,
         *rows_out = 1;
         return 1;
     }
+    int64_t queued_rows = 0;
+    for (struct srv_call *c = head; c && queued_rows < mb * v->n_inst; c = c->qnext)
+        if (c == head || same_shape(head->req, c->req)) queued_rows += c->req->batch;
+    int64_t idle = v->n_inst - v->busy_inst;      /* this worker included */
+    int64_t share = idle > 1 ? (queued_rows + idle - 1) / idle : mb;
+    int64_t cap = share < mb ? share : mb;
     int n = 0;
     int64_t rows = 0;
     int64_t prefix_rows[4096 + 1];
     bool more_fit = false;
     for (struct srv_call *c = head; c && n < 4096; c = c->qnext) {
         if (c != head && !same_shape(head->req, c->req)) continue;
-        if (rows + c->req->batch > mb) { more_fit = true; break; }
+        if (rows + c->req->batch > cap) { more_fit = true; break; }
         out[n++] = c;
         rows += c->req->batch;
         prefix_rows[n] = rows;
-        if (rows == mb) break;
+        if (rows == cap) break;
     }
-    bool go = rows == mb || more_fit || v->closing || v->cfg.max_queue_delay_us == 0 ||
+    if (n == 0) {                 /* the head alone exceeds the share: it goes whole */
+        out[n++] = head;
+        rows = head->req->batch;
+        prefix_rows[n] = rows;
+    }
+    bool go = rows >= cap || more_fit || v->closing || v->cfg.max_queue_delay_us == 0 ||
               now >= head->t_enqueue + v->cfg.max_queue_delay_us * 1000;
     if (!go && v->cfg.n_preferred) {
         /* the largest preferred size that a prefix of the batch fills exactly */
@@ -117,6 +136,13 @@ static int form_batch(struct srv_version *v, int64_t now, struct srv_call **out,
         *wait_until = head->t_enqueue + v->cfg.max_queue_delay_us * 1000;
         return 0;
     }
+    if (run_size_for(&v->cfg, rows) != rows)
+        for (int k = n - 1; k >= 1; k--)
+            if (run_size_for(&v->cfg, prefix_rows[k]) == prefix_rows[k]) {
+                n = k;
+                rows = prefix_rows[k];
+                break;
+            }
     *rows_out = rows;
     return n;
 }
@@ -245,7 +271,7 @@ static void *worker_main(void *arg) {
         while (!v->qhead && !v->closing) pthread_cond_wait(&v->qcond, &v->qlock);
         if (!v->qhead) break;    /* closing and drained */
         int64_t rows = 0, wait_until = 0;
-        int n = form_batch(v, now_ns(), calls, &rows, &wait_until);
+        int n = batcher_form_batch(v, now_ns(), calls, &rows, &wait_until);
         if (!n) {
             struct timespec ts = {(time_t)(wait_until / 1000000000), (long)(wait_until % 1000000000)};
             pthread_cond_timedwait(&v->qcond, &v->qlock, &ts);
@@ -253,9 +279,13 @@ static void *worker_main(void *arg) {
         }
         for (int k = 0; k < n; k++) q_unlink(v, calls[k]);
         v->executing += n;
+        v->busy_inst++;
+        /* what this batch left behind is for the other idle workers */
+        if (v->qhead) pthread_cond_broadcast(&v->qcond);
         pthread_mutex_unlock(&v->qlock);
         execute(in, calls, n, rows);
         pthread_mutex_lock(&v->qlock);
+        v->busy_inst--;
     }
     pthread_mutex_unlock(&v->qlock);
     return NULL;
