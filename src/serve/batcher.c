@@ -3,10 +3,10 @@
  * calls and one worker thread per instance.
  *
  * A worker takes the oldest call and every later call whose non-batch dims
- * equal it, up to max_batch_size rows or its fair share of the queue when
- * other instances are idle. It dispatches at once when the batch is full or
- * reaches a preferred size; otherwise it waits until the oldest call has
- * waited max_queue_delay_us. Calls with other shapes stay queued in order. A
+ * equal it, up to max_batch_size rows. It dispatches at once when the batch
+ * is full or reaches a preferred size; otherwise it waits until the oldest
+ * call has waited max_queue_delay_us. It then keeps only its share of the
+ * queue (1/instances of the queued rows). Calls with other shapes stay queued in order. A
  * batch is trimmed to the largest warmed run size it fills; only when no
  * prefix fills one is it zero-padded up to the next. It runs on the
  * instance's session, and each call gets its own rows back.
@@ -86,14 +86,17 @@ static bool same_shape(const struct kiln_serve_infer *a, const struct kiln_serve
 
 static int64_t run_size_for(const struct srv_config *c, int64_t rows);
 
-/* (declared in internal.h) Two rules keep the tail short when compute time grows about linearly with
- * the batch (CPUs): queued rows are shared among the idle instances instead
- * of one instance taking them all while another idles, and a batch that is
- * not a run size is trimmed to the largest run size it fills, leaving the
- * rest queued, rather than padded up (5 rows padded to 8 cost 8 rows of
- * compute). */
+/* (declared in internal.h) Two rules keep the tail short when compute time
+ * grows about linearly with the batch, as on CPUs
+ * (bench/serve/queue_model.py simulates the alternatives): a worker takes at
+ * most its share of the queue, 1/n_inst of the queued rows, so batches grow
+ * only once the queue is longer than the instances and the rest is left to
+ * the next instance to free up; and a batch that is not a run size is trimmed
+ * to the largest run size it fills, leaving the rest queued, rather than
+ * padded up (5 rows padded to 8 cost 8 rows of compute). When to dispatch is
+ * decided as before the cap: a full batch, a preferred size, or the delay. */
 int batcher_form_batch(struct srv_version *v, int64_t now, struct srv_call **out, int64_t *rows_out,
-                      int64_t *wait_until) {
+                       int64_t *wait_until) {
     struct srv_call *head = v->qhead;
     int64_t mb = v->cfg.sig.max_batch_size;
     if (mb <= 0) {
@@ -101,30 +104,21 @@ int batcher_form_batch(struct srv_version *v, int64_t now, struct srv_call **out
         *rows_out = 1;
         return 1;
     }
-    int64_t queued_rows = 0;
-    for (struct srv_call *c = head; c && queued_rows < mb * v->n_inst; c = c->qnext)
-        if (c == head || same_shape(head->req, c->req)) queued_rows += c->req->batch;
-    int64_t idle = v->n_inst - v->busy_inst;      /* this worker included */
-    int64_t share = idle > 1 ? (queued_rows + idle - 1) / idle : mb;
-    int64_t cap = share < mb ? share : mb;
     int n = 0;
-    int64_t rows = 0;
+    int64_t rows = 0, queued_rows = 0;
     int64_t prefix_rows[4096 + 1];
     bool more_fit = false;
     for (struct srv_call *c = head; c && n < 4096; c = c->qnext) {
         if (c != head && !same_shape(head->req, c->req)) continue;
-        if (rows + c->req->batch > cap) { more_fit = true; break; }
+        queued_rows += c->req->batch;
+        if (rows + c->req->batch > mb) { more_fit = true; continue; }
+        if (more_fit) continue;                 /* keep counting the queue, take nothing more */
         out[n++] = c;
         rows += c->req->batch;
         prefix_rows[n] = rows;
-        if (rows == cap) break;
+        if (queued_rows >= mb * v->n_inst) break;
     }
-    if (n == 0) {                 /* the head alone exceeds the share: it goes whole */
-        out[n++] = head;
-        rows = head->req->batch;
-        prefix_rows[n] = rows;
-    }
-    bool go = rows >= cap || more_fit || v->closing || v->cfg.max_queue_delay_us == 0 ||
+    bool go = rows == mb || more_fit || v->closing || v->cfg.max_queue_delay_us == 0 ||
               now >= head->t_enqueue + v->cfg.max_queue_delay_us * 1000;
     if (!go && v->cfg.n_preferred) {
         /* the largest preferred size that a prefix of the batch fills exactly */
@@ -136,6 +130,9 @@ int batcher_form_batch(struct srv_version *v, int64_t now, struct srv_call **out
         *wait_until = head->t_enqueue + v->cfg.max_queue_delay_us * 1000;
         return 0;
     }
+    int64_t share = v->n_inst > 1 ? (queued_rows + v->n_inst - 1) / v->n_inst : mb;
+    while (n > 1 && prefix_rows[n] > share) n--;   /* the head goes whole, even above the share */
+    rows = prefix_rows[n];
     if (run_size_for(&v->cfg, rows) != rows)
         for (int k = n - 1; k >= 1; k--)
             if (run_size_for(&v->cfg, prefix_rows[k]) == prefix_rows[k]) {
@@ -279,13 +276,11 @@ static void *worker_main(void *arg) {
         }
         for (int k = 0; k < n; k++) q_unlink(v, calls[k]);
         v->executing += n;
-        v->busy_inst++;
         /* what this batch left behind is for the other idle workers */
         if (v->qhead) pthread_cond_broadcast(&v->qcond);
         pthread_mutex_unlock(&v->qlock);
         execute(in, calls, n, rows);
         pthread_mutex_lock(&v->qlock);
-        v->busy_inst--;
     }
     pthread_mutex_unlock(&v->qlock);
     return NULL;

@@ -171,7 +171,6 @@ struct srv_version {
     struct srv_call *qhead, *qtail;  /* FIFO of waiting calls */
     int64_t        qlen;
     int64_t        executing;        /* calls taken by a worker, not yet answered */
-    int32_t        busy_inst;        /* instances running a batch now */
     bool           closing;          /* no new calls; workers drain then exit */
     struct srv_instance *inst;
     int32_t        n_inst;

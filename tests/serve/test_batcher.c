@@ -38,7 +38,7 @@ static void make_queue(struct srv_version *v, int n, const int64_t *rows, const 
     }
 }
 
-static void config(struct srv_version *v, int n_inst, int busy, int64_t delay_us) {
+static void config(struct srv_version *v, int n_inst, int64_t delay_us) {
     memset(&v->cfg, 0, sizeof v->cfg);
     v->cfg.sig.max_batch_size = 8;
     v->cfg.max_queue_delay_us = delay_us;
@@ -46,7 +46,6 @@ static void config(struct srv_version *v, int n_inst, int busy, int64_t delay_us
     memcpy(v->cfg.run_sizes, sizes, sizeof sizes);
     v->cfg.n_run_sizes = 4;
     v->n_inst = n_inst;
-    v->busy_inst = busy;
     v->closing = false;
 }
 
@@ -59,7 +58,7 @@ int main(void) {
     const int64_t far = 1000000000000LL;   /* every delay has passed */
 
     /* one instance, 5 single-row calls, delay passed: 4 go (a run size), 1 stays */
-    config(&v, 1, 0, 100);
+    config(&v, 1, 100);
     make_queue(&v, 5, ones, NULL);
     int n = batcher_form_batch(&v, far, out, &rows, &until);
     CHECK(n == 4 && rows == 4 && out[0] == &calls[0] && out[3] == &calls[3],
@@ -76,25 +75,26 @@ int main(void) {
     CHECK(n == 0 && until == 100 * 1000, "3 queued before the delay: took %d, wait until %lld", n,
           (long long)until);
 
-    /* two idle instances, 2 queued: each takes one, at once (no waiting for the delay) */
-    config(&v, 2, 0, 100);
+    /* two instances, 2 queued: the delay still applies, then each takes one */
+    config(&v, 2, 100);
     make_queue(&v, 2, ones, NULL);
     n = batcher_form_batch(&v, 0, out, &rows, &until);
-    CHECK(n == 1 && rows == 1 && out[0] == &calls[0], "2 queued, 2 idle: took %d, want 1", n);
+    CHECK(n == 0, "2 queued, 2 instances, before the delay: took %d, want a wait", n);
+    n = batcher_form_batch(&v, far, out, &rows, &until);
+    CHECK(n == 1 && rows == 1 && out[0] == &calls[0], "2 queued, 2 instances: took %d, want 1", n);
 
-    /* two idle instances, 6 queued: a share of 3 trims to the run size 2 */
-    make_queue(&v, 6, ones, NULL);
-    n = batcher_form_batch(&v, 0, out, &rows, &until);
-    CHECK(n == 2 && rows == 2, "6 queued, 2 idle: took %d, want 2", n);
-
-    /* the other instance busy: this one may take up to max_batch_size */
-    config(&v, 2, 1, 100);
+    /* two instances, 6 queued: a share of 3 trims to the run size 2 */
     make_queue(&v, 6, ones, NULL);
     n = batcher_form_batch(&v, far, out, &rows, &until);
-    CHECK(n == 4 && rows == 4, "6 queued, 1 idle: took %d, want 4", n);
+    CHECK(n == 2 && rows == 2, "6 queued, 2 instances: took %d, want 2", n);
+
+    /* two instances, 20 queued: a full batch at once, the share does not cut it */
+    make_queue(&v, 20, ones, NULL);
+    n = batcher_form_batch(&v, 0, out, &rows, &until);
+    CHECK(n == 8 && rows == 8, "20 queued, 2 instances: took %d, want 8 at once", n);
 
     /* other shapes are skipped, keeping order */
-    config(&v, 1, 0, 0);
+    config(&v, 1, 0);
     const int64_t w[] = {4, 5, 4, 4, 5};
     make_queue(&v, 5, ones, w);
     n = batcher_form_batch(&v, 0, out, &rows, &until);
@@ -109,14 +109,14 @@ int main(void) {
           (long long)rows);
 
     /* a call larger than the fair share still goes whole */
-    config(&v, 2, 0, 0);
+    config(&v, 2, 0);
     const int64_t big[] = {6, 1};
     make_queue(&v, 2, big, NULL);
     n = batcher_form_batch(&v, 0, out, &rows, &until);
     CHECK(n == 1 && rows == 6, "6-row call with share 4: took %d calls, %lld rows", n, (long long)rows);
 
     /* a preferred size that a prefix fills goes at once */
-    config(&v, 1, 0, 100);
+    config(&v, 1, 100);
     v.cfg.preferred[0] = 2;
     v.cfg.n_preferred = 1;
     make_queue(&v, 3, ones, NULL);
