@@ -46,6 +46,7 @@ static int bench_model(const char *path, int threads, int reps) {
     for (int r = -2; r < reps; r++) {
         double t0 = cpu_ms(threads);
         if (kiln_session_run(s, &in, 1, out, no, &err)) { printf("run: %s\n", err.msg); return 1; }
+        if (r == -2) printf("first run (plan + prepare): %.1f ms cpu\n", cpu_ms(threads) - t0);
         if (r >= 0) t[r] = cpu_ms(threads) - t0;
     }
     for (int i = 0; i < reps; i++)   /* sort */

@@ -125,9 +125,10 @@ static kiln_status fill_u(void *dst, void *arg, kiln_error *err) {
     const int32_t al = f->alpha, a2 = al * al;
     const double(*G)[3] = al == 6 ? G4 : G2;
     memset(U, 0, (size_t)a2 * (size_t)f->C8 * (size_t)f->K8 * sizeof(float));
+    /* c outer, k inner: U's writes run along k (contiguous) */
 #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < f->K; k++)
-        for (int64_t c = 0; c < f->C; c++) {
+    for (int64_t c = 0; c < f->C; c++)
+        for (int64_t k = 0; k < f->K; k++) {
             const float *g = f->w + (k * f->C + c) * 9;
             double t[6][3];   /* G g */
             for (int32_t a = 0; a < al; a++)
