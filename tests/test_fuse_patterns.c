@@ -247,8 +247,15 @@ static void hard_swish(og_graph *g, int variant, float hi) {
     }
 }
 
-static void silu(og_graph *g) {
-    og_node_add(g, "Sigmoid", "h", "s");
+/* SiLU x * Sigmoid(x); with_beta: Swish x * Sigmoid(x * 1.5) (Paddle's swish) */
+static void silu(og_graph *g, int with_beta) {
+    if (with_beta) {
+        init_scalar(g, "beta", 1.5f);
+        og_node_add(g, "Mul", "h,beta", "hb");
+        og_node_add(g, "Sigmoid", "hb", "s");
+    } else {
+        og_node_add(g, "Sigmoid", "h", "s");
+    }
     og_node_add(g, "Mul", "s,h", "y");
 }
 
@@ -326,15 +333,21 @@ static void test_hard_swish(void) {
 }
 
 static void test_silu(void) {
-    for (int mm = 0; mm <= 1; mm++) {
-        const char *label = mm ? "silu-matmul" : "silu";
-        og_model *om = og_model_new(13);
-        silu(start(om, mm));
-        struct pair p = load_pair(om, label);
-        check_fused(&p, mm, KILN_ACT_SILU, "Swish", label);
-        check_pair(&p, 1e-5f, label);
-        pair_free(&p);
-    }
+    for (int mm = 0; mm <= 1; mm++)
+        for (int beta = 0; beta <= 1; beta++) {
+            char label[48];
+            snprintf(label, sizeof label, "%s%s", beta ? "swish-1.5" : "silu", mm ? "-matmul" : "");
+            og_model *om = og_model_new(13);
+            silu(start(om, mm), beta);
+            struct pair p = load_pair(om, label);
+            check_fused(&p, mm, KILN_ACT_SILU, "Swish", label);
+            float want = beta ? 1.5f : 1.0f;
+            const struct kiln_node *n = find_op(p.opt, mm ? "MatMul" : "Swish");
+            CHECK(n && (mm ? n->act.alpha : kiln_attr_float(n, "alpha", 1.0f)) == want,
+                  "%s: alpha is not %g", label, want);
+            check_pair(&p, 1e-5f, label);
+            pair_free(&p);
+        }
 }
 
 /* A Conv -> decomposed HardSwish (ppocr's blocks) ends as one Conv with act. */

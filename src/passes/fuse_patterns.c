@@ -12,7 +12,7 @@
  *   HardSwish        x * Clip(x + 3, 0, 6) / 6 (or * 0.16666, the scale
  *                    anywhere in the product), x * HardSigmoid(x, 1/6, 0.5)
  *                                                           -> HardSwish(x)
- *   SiLU             x * Sigmoid(x)                        -> Swish(x)
+ *   SiLU / Swish     x * Sigmoid(x), x * Sigmoid(x * a)    -> Swish(x, alpha=a)
  *
  * Every constant must be a float32 constant with one element whose rank is
  * no more than x's is known to be (so it cannot broadcast the result to a
@@ -128,6 +128,7 @@ static bool const_near(const struct kiln_graph *g, int32_t v, double want, int32
 struct match {
     int32_t nodes[12], n_nodes;
     int32_t x, last;
+    float alpha;      /* Swish's alpha (x * Sigmoid(alpha * x)) */
 };
 
 static void take(struct match *m, int32_t i) {
@@ -326,28 +327,51 @@ static bool match_hard_swish(const struct kiln_graph *g, int32_t i, struct match
     return false;
 }
 
-/* x * Sigmoid(x) */
+/* x * Sigmoid(x), or x * Sigmoid(x * alpha) (Paddle's swish with beta) */
 static bool match_silu(const struct kiln_graph *g, int32_t i, struct match *m) {
     const struct kiln_node *s = &g->nodes[i];
     if (!is_op(s, "Sigmoid", 1) || s->inputs[0] < 0 || g->values[s->inputs[0]].is_const)
         return false;
     m->n_nodes = 0;
-    take(m, i);
     m->x = s->inputs[0];
+    m->alpha = 1.0f;
+    int32_t p = private_producer(g, s->inputs[0], i);
+    if (p >= 0 && is_op(&g->nodes[p], "Mul", 2)) {
+        const struct kiln_node *pn = &g->nodes[p];
+        for (int k = 0; k < 2; k++) {
+            int32_t x = pn->inputs[k], c = pn->inputs[1 - k];
+            const struct kiln_value_info *ci = c >= 0 ? &g->values[c] : NULL;
+            if (x < 0 || g->values[x].is_const || !ci || !ci->is_const ||
+                ci->v.dtype != KILN_DTYPE_FLOAT || !ci->v.data || kiln_value_numel(&ci->v) != 1 ||
+                !isfinite(*(const float *)ci->v.data) ||
+                !(ci->v.rank == 0 || ci->v.rank <= min_rank(g, x, 0)))
+                continue;
+            struct match t = {.n_nodes = 0, .x = x, .last = -1,
+                              .alpha = *(const float *)ci->v.data};
+            take(&t, p);
+            take(&t, i);
+            if (gated_tail(g, s->outputs[0], x, 0.0, &t)) {
+                *m = t;
+                return true;
+            }
+        }
+    }
+    take(m, i);
     return gated_tail(g, s->outputs[0], m->x, 0.0, m);
 }
 
 /* ---- rewriting -------------------------------------------------------- */
 
-/* Turns node n into op(x) at opset max(since, n's), with one string attribute
- * when attr is given. Returns false on allocation failure. */
+/* Turns node n into op(x) at opset `opset`, with one attribute when attr is
+ * given: a string when val is, else the float f. Returns false on allocation
+ * failure. */
 static bool become(struct kiln_node *n, const struct kiln_op_def *op, const char *type,
-                   int64_t opset, int32_t x, const char *attr, const char *val) {
+                   int64_t opset, int32_t x, const char *attr, const char *val, float f) {
     int32_t *ins = malloc(sizeof *ins);
     char *t = strdup(type), *dom = strdup("");
     struct kiln_attr *a = attr ? calloc(1, sizeof *a) : NULL;
-    char *an = attr ? strdup(attr) : NULL, *av = attr ? strdup(val) : NULL;
-    if (!ins || !t || !dom || (attr && (!a || !an || !av))) {
+    char *an = attr ? strdup(attr) : NULL, *av = val ? strdup(val) : NULL;
+    if (!ins || !t || !dom || (attr && (!a || !an)) || (val && !av)) {
         free(ins);
         free(t);
         free(dom);
@@ -369,9 +393,14 @@ static bool become(struct kiln_node *n, const struct kiln_op_def *op, const char
     kiln_node_free_attrs(n);
     if (attr) {
         a->name = an;
-        a->type = KILN_ATTR_STRING;
-        a->s = av;
-        a->s_len = strlen(av);
+        if (av) {
+            a->type = KILN_ATTR_STRING;
+            a->s = av;
+            a->s_len = strlen(av);
+        } else {
+            a->type = KILN_ATTR_FLOAT;
+            a->f = f;
+        }
         n->attrs = a;
         n->n_attrs = 1;
     }
@@ -396,7 +425,7 @@ kiln_status kiln_pass_fuse_patterns(struct kiln_graph *g, struct kiln_pass_stats
     for (int32_t i = 0; i < g->n_nodes; i++) {
         if (dead[i]) continue;
         for (size_t p = 0; p < sizeof pats / sizeof pats[0]; p++) {
-            struct match m = {.n_nodes = 0, .x = -1, .last = -1};
+            struct match m = {.n_nodes = 0, .x = -1, .last = -1, .alpha = 1.0f};
             if (!pats[p].match(g, i, &m) || m.last < 0) continue;
             bool any_dead = false;
             for (int32_t k = 0; k < m.n_nodes; k++) any_dead |= dead[m.nodes[k]];
@@ -405,7 +434,10 @@ kiln_status kiln_pass_fuse_patterns(struct kiln_graph *g, struct kiln_pass_stats
             int64_t opset = last->opset > pats[p].since ? last->opset : pats[p].since;
             const struct kiln_op_def *op = kiln_op_lookup("", pats[p].op, opset);
             if (!op) continue;
-            if (!become(last, op, pats[p].op, opset, m.x, pats[p].attr, pats[p].val)) {
+            /* Swish gets alpha only when it is not the default 1 */
+            bool swish_alpha = pats[p].match == match_silu && m.alpha != 1.0f;
+            if (!become(last, op, pats[p].op, opset, m.x, swish_alpha ? "alpha" : pats[p].attr,
+                        pats[p].val, m.alpha)) {
                 free(dead);
                 return kiln_fail(err, KILN_ERR_NO_MEMORY, "fuse-patterns");
             }
