@@ -478,7 +478,38 @@ static void test_plan_roundtrip(void) {
     free(dir);
 }
 
+/* HardSwish's fast kernel (what the fused op runs) against its reference
+ * kernel, at the clamp's edges and on special values. */
+static void test_hard_swish_fast(void) {
+    og_model *om = og_model_new(14);
+    og_graph *g = og_model_graph(om);
+    int64_t d[1] = {40};
+    og_input(g, "x", OG_FLOAT, 1, d);
+    og_output(g, "y", OG_FLOAT, 1, d);
+    og_node_add(g, "HardSwish", "x", "y");
+    size_t len;
+    uint8_t *buf = og_model_pack(om, &len);
+    og_model_free(om);
+    kiln_model *m = load(buf, len, 0, "hardswish-fast");
+    free(buf);
+    float x[40] = {-INFINITY, INFINITY, NAN, -NAN, -0.0f, 0.0f, -3.0f, 3.0f, -3.0000002f,
+                   2.9999998f, 1e30f, -1e30f, 1e-40f, -1e-40f, 6.0f, -6.0f};
+    for (int i = 16; i < 40; i++) x[i] = 5.0f * frand();
+    kiln_tensor in = ftensor("x", 1, d, x);
+    int64_t nf = 0, nr = 0;
+    float *f = m ? run(m, 0, &in, &nf, "hardswish-fast") : NULL;
+    float *r = m ? run(m, 1, &in, &nr, "hardswish-ref") : NULL;
+    for (int i = 0; f && r && nf == 40 && nr == 40 && i < 40; i++)
+        CHECK((isnan(f[i]) && isnan(r[i])) || f[i] == r[i] ||
+                  fabsf(f[i] - r[i]) <= 1e-6f * (1.0f + fabsf(r[i])),
+              "HardSwish(%g): fast %g, reference %g", x[i], f[i], r[i]);
+    free(f);
+    free(r);
+    kiln_model_free(m);
+}
+
 int main(void) {
+    test_hard_swish_fast();
     test_gelu_erf();
     test_gelu_tanh();
     test_hard_swish();
