@@ -12,6 +12,7 @@
 #include "kiln.h"
 #include "ops/op.h"
 #include "passes/passes.h"
+#include "passes/quantize.h"
 #include "runtime/model.h"
 #include "support/kt.h"
 #include "support/onnxgen.h"
@@ -508,7 +509,35 @@ static void test_hard_swish_fast(void) {
     kiln_model_free(m);
 }
 
+/* The bf16 compiler turns a MatMul with a fused bias into a Bf16MatMul whose
+ * bias is that input (sum_input cleared), keeping the fused GELU. */
+static void test_bias_bf16(void) {
+    og_model *om = og_model_new(13);
+    gelu_erf(start(om, 1), 0, 1.41421356f);
+    size_t len;
+    uint8_t *buf = og_model_pack(om, &len);
+    og_model_free(om);
+    kiln_model *fp = load(buf, len, 0, "bf16-fp"), *b = load(buf, len, 0, "bf16");
+    free(buf);
+    kiln_error err;
+    struct kiln_quant_stats qs;
+    if (b && EXPECT_OK("bf16", kiln_convert_bf16(b->onnx.graph, &qs, &err), &err)) {
+        const struct kiln_node *n = find_op(b, "Bf16MatMul");
+        CHECK(qs.matmuls == 1 && n && n->n_inputs == 3 && n->inputs[2] >= 0 && !n->sum_input &&
+                  n->act.kind == KILN_ACT_GELU_ERF,
+              "bf16: MatMul with fused bias not rewritten to Bf16MatMul with bias and GELU");
+        int64_t d[3] = {2, 3, 8};
+        float x[48];
+        for (int i = 0; i < 48; i++) x[i] = 2.0f * frand();
+        kiln_tensor in = ftensor("x", 3, d, x);
+        check_close(fp, b, &in, 2e-2f, "bf16");   /* bf16 weights: 8 mantissa bits */
+    }
+    kiln_model_free(fp);
+    kiln_model_free(b);
+}
+
 int main(void) {
+    test_bias_bf16();
     test_hard_swish_fast();
     test_gelu_erf();
     test_gelu_tanh();

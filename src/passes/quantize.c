@@ -362,7 +362,7 @@ static kiln_status rewrite_all(struct kiln_graph *g, const struct kiln_calib_ran
         if (!kiln_quant_candidate(g, n)) continue;
         bool conv = !strcmp(n->op_type, "Conv");
         if (!bf16 && !conv && !o->matmuls) continue;
-        if (bf16 && n->sum_input) continue;   /* Bf16Conv has no fused residual */
+        if (bf16 && conv && n->sum_input) continue;   /* Bf16Conv has no fused residual */
         bool excluded = false;
         for (const char *const *e = o->exclude; e && *e; e++) excluded |= !strcmp(*e, n->name);
         if (conv && o->skip_depthwise && kiln_attr_int(n, "group", 1) > 1 &&
