@@ -14,6 +14,7 @@ const struct kiln_pass kiln_default_passes[] = {
     {"fold-constants", kiln_pass_fold_constants},
     {"cse", kiln_pass_cse},
     {"fold-batchnorm", kiln_pass_fold_batchnorm},
+    {"fold-conv-affine", kiln_pass_fold_conv_affine},
     {"fuse-layernorm", kiln_pass_fuse_layernorm},
     {"fuse-patterns", kiln_pass_fuse_patterns},
     {"fuse-matmul-bias", kiln_pass_fuse_matmul_bias},
