@@ -8,12 +8,17 @@
 /* Order matters: folding first turns constant chains into constants that CSE
  * and the pattern passes can read; fuse-residual must run before
  * fuse-activation so that Conv -> Add -> Relu becomes act(conv + r), and
- * fuse-activation never sees an activation it could fuse too early. */
+ * fuse-activation never sees an activation it could fuse too early.
+ * fuse-attention runs before simplify-transpose and before anything that
+ * could fold the scores' scale or mask into a MatMul; it reads Transposes
+ * itself, and simplify-transpose then folds what is left. */
 const struct kiln_pass kiln_default_passes[] = {
     {"fold-constants", kiln_pass_fold_constants},
     {"cse", kiln_pass_cse},
     {"fold-batchnorm", kiln_pass_fold_batchnorm},
     {"fuse-layernorm", kiln_pass_fuse_layernorm},
+    {"fuse-attention", kiln_pass_fuse_attention},
+    {"simplify-transpose", kiln_pass_simplify_transpose},
     {"fuse-residual", kiln_pass_fuse_residual},
     {"fuse-activation", kiln_pass_fuse_activation},
     {"dce", kiln_pass_dce},
