@@ -415,74 +415,114 @@ struct att_fast {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* One (b0, b1, row block) of the output. ws holds the packed operands:
- * kt [D x Skvp], v [Skv x Dvp], q [RB x D], s [RB x Skvp], o [RB x Dvp]. */
-static void att_block(const struct att_fast *f, const struct att_shape *a, float scale,
-                      const float *q, const float *k, const float *v, const float *m, float *o,
-                      int64_t b0, int64_t b1, int64_t i0, float *ws) {
-    int64_t Skvp = round_up(a->Skv, ATT_NR), Dvp = round_up(a->Dv, ATT_NR), D = a->D;
-    int64_t rb = a->Sq - i0 < ATT_RB ? a->Sq - i0 : ATT_RB;
-    float *kt = ws, *vp = kt + D * Skvp, *qp = vp + a->Skv * Dvp, *s = qp + ATT_RB * D,
-          *op = s + ATT_RB * Skvp;
+/* Query rows [i_begin, i_end) of one (b0, b1) head. K^T (and V, unless its
+ * rows can be read in place) are packed once for the range; Q rows and the
+ * output are read and written in place where they are contiguous, through
+ * small buffers where not. ws layout (floats): kt [D x Skvp], v [Skv x Dvp],
+ * s [RB x Skvp], q [MR x D], o [MR x Dvp]. */
+static void att_head(const struct att_fast *f, const struct att_shape *a, float scale,
+                     const float *q, const float *k, const float *v, const float *m, float *o,
+                     int64_t b0, int64_t b1, int64_t i_begin, int64_t i_end, float *ws) {
+    const int64_t Skv = a->Skv, D = a->D, Dv = a->Dv;
+    const int64_t Skvp = round_up(Skv, ATT_NR), Dvp = round_up(Dv, ATT_NR);
+    float *kt = ws, *vp = kt + D * Skvp, *s = vp + Skv * Dvp, *qt = s + ATT_RB * Skvp,
+          *ot = qt + ATT_MR * D;
     const float *kb = k + boff(&a->kt, b0, b1), *vb = v + boff(&a->v, b0, b1);
-    const float *qb = q + boff(&a->q, b0, b1);
-    /* pack K^T [D x Skvp] and V [Skv x Dvp], zero padded */
-    for (int64_t d = 0; d < D; d++) {
-        float *row = kt + d * Skvp;
-        const float *src = kb + d * a->kt.str[2];
-        if (a->kt.str[3] == 1) memcpy(row, src, (size_t)a->Skv * sizeof *row);
-        else
-            for (int64_t j = 0; j < a->Skv; j++) row[j] = src[j * a->kt.str[3]];
-        for (int64_t j = a->Skv; j < Skvp; j++) row[j] = 0.0f;
-    }
-    for (int64_t j = 0; j < a->Skv; j++) {
-        float *row = vp + j * Dvp;
-        const float *src = vb + j * a->v.str[2];
-        if (a->v.str[3] == 1) memcpy(row, src, (size_t)a->Dv * sizeof *row);
-        else
-            for (int64_t c = 0; c < a->Dv; c++) row[c] = src[c * a->v.str[3]];
-        for (int64_t c = a->Dv; c < Dvp; c++) row[c] = 0.0f;
-    }
-    /* Q rows of the block; rows past rb are zero (their results are dropped) */
-    int64_t rbp = round_up(rb, ATT_MR);
-    for (int64_t r = 0; r < rbp; r++) {
-        float *row = qp + r * D;
-        if (r >= rb) {
-            memset(row, 0, (size_t)D * sizeof *row);
-            continue;
-        }
-        const float *src = qb + (i0 + r) * a->q.str[2];
-        if (a->q.str[3] == 1) memcpy(row, src, (size_t)D * sizeof *row);
-        else
-            for (int64_t d = 0; d < D; d++) row[d] = src[d * a->q.str[3]];
-    }
-    for (int64_t r = 0; r < rbp; r += ATT_MR)
-        for (int64_t j = 0; j < Skvp; j += ATT_NR)
-            f->tile(qp + r * D, D, kt + j, Skvp, s + r * Skvp + j, Skvp, D);
-    for (int64_t r = 0; r < rb; r++) {
-        const float *mr = m ? m + boff(&a->m, b0, b1) + (i0 + r) * a->m.str[2] : NULL;
-        f->softmax(s + r * Skvp, a->Skv, scale, mr, a->m.str[3]);
-    }
-    /* padded score columns multiply zero rows of nothing: clear them (and rows past rb) */
-    for (int64_t r = 0; r < rbp; r++)
-        for (int64_t j = r < rb ? a->Skv : 0; j < Skvp; j++) s[r * Skvp + j] = 0.0f;
-    for (int64_t r = 0; r < rbp; r += ATT_MR)
-        for (int64_t c = 0; c < Dvp; c += ATT_NR)
-            f->tile(s + r * Skvp, Skvp, vp + c, Dvp, op + r * Dvp + c, Dvp, a->Skv);
+    const float *qb = q + boff(&a->q, b0, b1), *mb = m ? m + boff(&a->m, b0, b1) : NULL;
     float *ob = o + boff(&a->o, b0, b1);
-    for (int64_t r = 0; r < rb; r++) {
-        float *dst = ob + (i0 + r) * a->o.str[2];
-        if (a->o.str[3] == 1) memcpy(dst, op + r * Dvp, (size_t)a->Dv * sizeof *dst);
-        else
-            for (int64_t c = 0; c < a->Dv; c++) dst[c * a->o.str[3]] = op[r * Dvp + c];
+    /* K^T [D x Skvp], zero padded; reading key rows contiguously when they are */
+    for (int64_t d = 0; d < D; d++)
+        for (int64_t j = Skv; j < Skvp; j++) kt[d * Skvp + j] = 0.0f;
+    if (a->kt.str[2] == 1) {
+        for (int64_t j = 0; j < Skv; j++) {
+            const float *src = kb + j * a->kt.str[3];
+            for (int64_t d = 0; d < D; d++) kt[d * Skvp + j] = src[d];
+        }
+    } else {
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t j = 0; j < Skv; j++) kt[d * Skvp + j] = kb[d * a->kt.str[2] + j * a->kt.str[3]];
+    }
+    /* V [Skv x Dvp]: in place when rows are contiguous and whole tiles */
+    const float *vuse = vp;
+    int64_t ldv = Dvp;
+    if (a->v.str[3] == 1 && Dv == Dvp && a->v.str[2] != 0) {
+        vuse = vb;
+        ldv = a->v.str[2];
+    } else {
+        for (int64_t j = 0; j < Skv; j++)
+            for (int64_t c = 0; c < Dvp; c++)
+                vp[j * Dvp + c] = c < Dv ? vb[j * a->v.str[2] + c * a->v.str[3]] : 0.0f;
+    }
+    bool q_in_place = a->q.str[3] == 1 && a->q.str[2] != 0;
+    bool o_in_place = a->o.str[3] == 1 && Dv == Dvp;
+    for (int64_t i0 = i_begin; i0 < i_end; i0 += ATT_RB) {
+        int64_t rb = i_end - i0 < ATT_RB ? i_end - i0 : ATT_RB;
+        /* scores of the block, MR rows at a time */
+        for (int64_t r = 0; r < rb; r += ATT_MR) {
+            int64_t mr = rb - r < ATT_MR ? rb - r : ATT_MR;
+            const float *A;
+            int64_t lda;
+            if (q_in_place && mr == ATT_MR) {
+                A = qb + (i0 + r) * a->q.str[2];
+                lda = a->q.str[2];
+            } else {
+                for (int64_t rr = 0; rr < ATT_MR; rr++)
+                    for (int64_t d = 0; d < D; d++)
+                        qt[rr * D + d] = rr < mr ? qb[(i0 + r + rr) * a->q.str[2] + d * a->q.str[3]]
+                                                 : 0.0f;
+                A = qt;
+                lda = D;
+            }
+            float *srow = s + r * Skvp;
+            if (mr == ATT_MR) {
+                for (int64_t j = 0; j < Skvp; j += ATT_NR) f->tile(A, lda, kt + j, Skvp, srow + j, Skvp, D);
+            } else {   /* a partial group: the tile's extra rows land in ot */
+                for (int64_t j = 0; j < Skvp; j += ATT_NR) {
+                    f->tile(A, lda, kt + j, Skvp, ot, ATT_NR, D);
+                    for (int64_t rr = 0; rr < mr; rr++)
+                        memcpy(srow + rr * Skvp + j, ot + rr * ATT_NR, ATT_NR * sizeof *ot);
+                }
+            }
+        }
+        for (int64_t r = 0; r < rb; r++) {
+            float *row = s + r * Skvp;
+            const float *mr = mb ? mb + (i0 + r) * a->m.str[2] : NULL;
+            f->softmax(row, Skv, scale, mr, a->m.str[3]);
+        }
+        /* a partial last group reads up to MR - 1 rows past rb (ws has room):
+         * zeros, whose results are dropped */
+        for (int64_t r = rb; r < round_up(rb, ATT_MR); r++)
+            memset(s + r * Skvp, 0, (size_t)Skv * sizeof *s);
+        /* P · V, MR rows at a time; the output rows are written in place when
+         * they are contiguous and the group is whole */
+        for (int64_t r = 0; r < rb; r += ATT_MR) {
+            int64_t mr = rb - r < ATT_MR ? rb - r : ATT_MR;
+            const float *A = s + r * Skvp;
+            if (o_in_place && mr == ATT_MR) {
+                float *dst = ob + (i0 + r) * a->o.str[2];
+                for (int64_t c = 0; c < Dvp; c += ATT_NR)
+                    f->tile(A, Skvp, vuse + c, ldv, dst + c, a->o.str[2], Skv);
+                continue;
+            }
+            for (int64_t c = 0; c < Dvp; c += ATT_NR) {
+                f->tile(A, Skvp, vuse + c, ldv, ot + c, Dvp, Skv);
+            }
+            for (int64_t rr = 0; rr < mr; rr++) {
+                float *dst = ob + (i0 + r + rr) * a->o.str[2];
+                const float *src = ot + rr * Dvp;
+                if (a->o.str[3] == 1) memcpy(dst, src, (size_t)Dv * sizeof *dst);
+                else
+                    for (int64_t c = 0; c < Dv; c++) dst[c * a->o.str[3]] = src[c];
+            }
+        }
     }
 }
 
-/* Workspace floats per block, or -1 when it overflows. */
+/* Workspace floats per thread, or -1 when it overflows. */
 static int64_t att_ws_floats(const struct att_shape *a) {
     int64_t Skvp = round_up(a->Skv, ATT_NR), Dvp = round_up(a->Dv, ATT_NR), t, sum = 0;
-    int64_t parts[5][2] = {{a->D, Skvp}, {a->Skv, Dvp}, {ATT_RB, a->D}, {ATT_RB, Skvp},
-                           {ATT_RB, Dvp}};
+    int64_t parts[5][2] = {{a->D, Skvp}, {a->Skv, Dvp}, {ATT_RB + ATT_MR, Skvp}, {ATT_MR, a->D},
+                           {ATT_MR, Dvp}};
     for (int i = 0; i < 5; i++) {
         if (__builtin_mul_overflow(parts[i][0], parts[i][1], &t) ||
             __builtin_add_overflow(sum, t, &sum))
@@ -503,9 +543,13 @@ static kiln_status att_fast_run(const struct kiln_node *n, struct kiln_exec_ctx 
         return att_exec(n, ctx, in, n_in, out, n_out, err);
     float scale = kiln_attr_float(n, "scale", 1.0f);
     const float *m = a.has_mask ? in[3]->data : NULL;
-    int64_t nblk = (a.Sq + ATT_RB - 1) / ATT_RB, tasks = a.nb[0] * a.nb[1] * nblk;
-    if (tasks == 0 || a.Dv == 0) return KILN_OK;
+    int64_t heads = a.nb[0] * a.nb[1];
+    if (heads == 0 || a.Sq == 0 || a.Dv == 0) return KILN_OK;
     int nth = kiln_op_threads(ctx);
+    /* whole heads per task (K and V packed once) when there are enough of
+     * them to share out; else blocks of rows, each packing its head again */
+    int64_t per = heads >= nth ? a.Sq : ATT_RB;
+    int64_t nblk = (a.Sq + per - 1) / per, tasks = heads * nblk;
     if (nth > tasks) nth = (int)tasks;
     int fail = 0;
 #pragma omp parallel num_threads(nth) if (nth > 1)
@@ -518,9 +562,10 @@ static kiln_status att_fast_run(const struct kiln_node *n, struct kiln_exec_ctx 
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; t++) {
             if (!ws) continue;
-            int64_t b0 = t / (a.nb[1] * nblk), b1 = (t / nblk) % a.nb[1], blk = t % nblk;
-            att_block(f, &a, scale, in[0]->data, in[1]->data, in[2]->data, m, out[0]->data, b0,
-                      b1, blk * ATT_RB, ws);
+            int64_t h = t / nblk, blk = t % nblk, i0 = blk * per;
+            int64_t i1 = i0 + per < a.Sq ? i0 + per : a.Sq;
+            att_head(f, &a, scale, in[0]->data, in[1]->data, in[2]->data, m, out[0]->data,
+                     h / a.nb[1], h % a.nb[1], i0, i1, ws);
         }
         free(ws);
     }
