@@ -377,30 +377,41 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(const float *A, int64_
 }
 #endif
 
-/* Row softmax of s[0..n) in place after s = s * scale + mask (mask NULL or
- * a row with element stride ms). A portable and an AVX2 build of the same C:
- * GCC widens the `omp simd` loops to the target's vectors. */
+/* Unnormalized row softmax of s[0..n) in place after s = s * scale + mask
+ * (mask NULL or a row with element stride ms): s[j] = e^(s[j] - max); returns
+ * 1 / sum, which the caller applies to the row's output (Dv values instead of
+ * n). A portable and an AVX2 build of the same C: GCC widens the `omp simd`
+ * loops to the target's vectors. */
 #define ATT_SOFTMAX(SUF, ATTR)                                                                 \
-    ATTR static void softmax_##SUF(float *s, int64_t n, float scale, const float *mask,        \
-                                   int64_t ms) {                                               \
-        if (mask && ms == 1) {                                                                 \
-            _Pragma("omp simd") for (int64_t j = 0; j < n; j++) s[j] = s[j] * scale + mask[j]; \
-        } else if (mask) {                                                                     \
-            for (int64_t j = 0; j < n; j++) s[j] = s[j] * scale + mask[j * ms];                \
-        } else {                                                                               \
-            _Pragma("omp simd") for (int64_t j = 0; j < n; j++) s[j] *= scale;                 \
-        }                                                                                      \
+    ATTR static float softmax_##SUF(float *s, int64_t n, float scale, const float *mask,       \
+                                    int64_t ms) {                                              \
         float mx = -INFINITY;                                                                  \
-        _Pragma("omp simd reduction(max : mx)") for (int64_t j = 0; j < n; j++)                \
-            mx = s[j] > mx ? s[j] : mx;                                                        \
+        if (mask && ms == 1) {                                                                 \
+            _Pragma("omp simd reduction(max : mx)") for (int64_t j = 0; j < n; j++) {          \
+                float x = s[j] * scale + mask[j];                                              \
+                s[j] = x;                                                                      \
+                mx = x > mx ? x : mx;                                                          \
+            }                                                                                  \
+        } else if (mask) {                                                                     \
+            for (int64_t j = 0; j < n; j++) {                                                  \
+                float x = s[j] * scale + mask[j * ms];                                         \
+                s[j] = x;                                                                      \
+                mx = x > mx ? x : mx;                                                          \
+            }                                                                                  \
+        } else {                                                                               \
+            _Pragma("omp simd reduction(max : mx)") for (int64_t j = 0; j < n; j++) {          \
+                float x = s[j] * scale;                                                        \
+                s[j] = x;                                                                      \
+                mx = x > mx ? x : mx;                                                          \
+            }                                                                                  \
+        }                                                                                      \
         float sum = 0.0f;                                                                      \
         _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < n; j++) {               \
             float e = att_expf(s[j] - mx);                                                     \
             s[j] = e;                                                                          \
             sum += e;                                                                          \
         }                                                                                      \
-        const float inv = 1.0f / sum;                                                          \
-        _Pragma("omp simd") for (int64_t j = 0; j < n; j++) s[j] *= inv;                       \
+        return 1.0f / sum;                                                                     \
     }
 
 ATT_SOFTMAX(generic, )
@@ -410,7 +421,7 @@ ATT_SOFTMAX(avx2, __attribute__((target("avx2,fma"))))
 
 struct att_fast {
     void (*tile)(const float *, int64_t, const float *, int64_t, float *, int64_t, int64_t);
-    void (*softmax)(float *, int64_t, float, const float *, int64_t);
+    float (*softmax)(float *, int64_t, float, const float *, int64_t);
 };
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -434,9 +445,13 @@ static void att_head(const struct att_fast *f, const struct att_shape *a, float 
     for (int64_t d = 0; d < D; d++)
         for (int64_t j = Skv; j < Skvp; j++) kt[d * Skvp + j] = 0.0f;
     if (a->kt.str[2] == 1) {
-        for (int64_t j = 0; j < Skv; j++) {
-            const float *src = kb + j * a->kt.str[3];
-            for (int64_t d = 0; d < D; d++) kt[d * Skvp + j] = src[d];
+        /* 8 key rows at a time: reads stay in 8 cached rows, writes are runs of 8 */
+        for (int64_t j0 = 0; j0 < Skv; j0 += 8) {
+            int64_t nj = Skv - j0 < 8 ? Skv - j0 : 8;
+            const float *src = kb + j0 * a->kt.str[3];
+            for (int64_t d = 0; d < D; d++)
+                for (int64_t jj = 0; jj < nj; jj++)
+                    kt[d * Skvp + j0 + jj] = src[jj * a->kt.str[3] + d];
         }
     } else {
         for (int64_t d = 0; d < D; d++)
@@ -484,10 +499,11 @@ static void att_head(const struct att_fast *f, const struct att_shape *a, float 
                 }
             }
         }
+        float inv[ATT_RB];
         for (int64_t r = 0; r < rb; r++) {
             float *row = s + r * Skvp;
             const float *mr = mb ? mb + (i0 + r) * a->m.str[2] : NULL;
-            f->softmax(row, Skv, scale, mr, a->m.str[3]);
+            inv[r] = f->softmax(row, Skv, scale, mr, a->m.str[3]);
         }
         /* a partial last group reads up to MR - 1 rows past rb (ws has room):
          * zeros, whose results are dropped */
@@ -502,6 +518,12 @@ static void att_head(const struct att_fast *f, const struct att_shape *a, float 
                 float *dst = ob + (i0 + r) * a->o.str[2];
                 for (int64_t c = 0; c < Dvp; c += ATT_NR)
                     f->tile(A, Skvp, vuse + c, ldv, dst + c, a->o.str[2], Skv);
+                for (int64_t rr = 0; rr < ATT_MR; rr++) {
+                    float *row = dst + rr * a->o.str[2];
+                    const float w = inv[r + rr];
+#pragma omp simd
+                    for (int64_t c = 0; c < Dv; c++) row[c] *= w;
+                }
                 continue;
             }
             for (int64_t c = 0; c < Dvp; c += ATT_NR) {
@@ -510,9 +532,8 @@ static void att_head(const struct att_fast *f, const struct att_shape *a, float 
             for (int64_t rr = 0; rr < mr; rr++) {
                 float *dst = ob + (i0 + r + rr) * a->o.str[2];
                 const float *src = ot + rr * Dvp;
-                if (a->o.str[3] == 1) memcpy(dst, src, (size_t)Dv * sizeof *dst);
-                else
-                    for (int64_t c = 0; c < Dv; c++) dst[c * a->o.str[3]] = src[c];
+                const float w = inv[r + rr];
+                for (int64_t c = 0; c < Dv; c++) dst[c * a->o.str[3]] = src[c] * w;
             }
         }
     }
