@@ -104,21 +104,57 @@ static const int64_t *perm_of(const struct kiln_node *n, int64_t *cnt) {
     return p;
 }
 
-/* The rank of v when the graph proves it, else -1. */
-static int32_t known_rank(const struct kiln_graph *g, int32_t v) {
+/* Number of entries of a Squeeze/Unsqueeze axes list (attribute before
+ * opset 13, constant input from 13), or -1. */
+static int64_t n_axes(const struct kiln_graph *g, const struct kiln_node *p) {
+    if (p->opset < 13) {
+        int64_t cnt;
+        return kiln_attr_ints(p, "axes", &cnt) ? cnt : -1;
+    }
+    if (p->n_inputs != 2 || p->inputs[1] < 0) return -1;
+    const struct kiln_value_info *ai = &g->values[p->inputs[1]];
+    if (!ai->is_const || ai->v.rank != 1 || !kiln_dtype_is_int(ai->v.dtype)) return -1;
+    return ai->v.dims[0];
+}
+
+/* The rank of v when the graph proves it, else -1: declared graph inputs
+ * and constants, Transpose perms, Reshape with a constant shape, and Slice,
+ * Squeeze and Unsqueeze (explicit axes) and Gather (constant indices) of a
+ * value whose rank is known. */
+static int32_t known_rank_d(const struct kiln_graph *g, int32_t v, int depth) {
     const struct kiln_value_info *vi = &g->values[v];
     if ((vi->is_input || vi->is_const) && vi->has_shape && !vi->non_tensor) return vi->v.rank;
-    if (vi->producer < 0) return -1;
+    if (vi->producer < 0 || depth > 8) return -1;
     const struct kiln_node *p = &g->nodes[vi->producer];
     int64_t cnt;
-    if (perm_of(p, &cnt)) return (int32_t)cnt;
+    if (is_op(p, "Transpose", 1) && kiln_attr_ints(p, "perm", &cnt))
+        return cnt >= 1 && cnt <= KILN_MAX_RANK ? (int32_t)cnt : -1;
     if (is_op(p, "Reshape", 2) && p->inputs[1] >= 0) {
         const struct kiln_value_info *si = &g->values[p->inputs[1]];
         if (si->is_const && si->v.rank == 1 && si->v.dtype == KILN_DTYPE_INT64)
             return (int32_t)si->v.dims[0];
+        return -1;
     }
-    return -1;
+    if (is_op(p, "Gather", 2) && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
+        g->values[p->inputs[1]].is_const) {   /* qkv[0]: rank r + rank(indices) - 1 */
+        int32_t r = known_rank_d(g, p->inputs[0], depth + 1);
+        int32_t ri = g->values[p->inputs[1]].v.rank;
+        return r < 1 || r + ri - 1 > KILN_MAX_RANK ? -1 : r + ri - 1;
+    }
+    bool sl = !strcmp(p->op_type, "Slice"), sq = !strcmp(p->op_type, "Squeeze"),
+         usq = !strcmp(p->op_type, "Unsqueeze");
+    if (*p->domain || (!sl && !sq && !usq) || p->n_outputs != 1 || p->n_inputs < 1 ||
+        p->inputs[0] < 0)
+        return -1;
+    int32_t r = known_rank_d(g, p->inputs[0], depth + 1);
+    if (r < 0 || sl) return r;
+    int64_t na = n_axes(g, p);
+    if (na < 0) return -1;
+    r = sq ? r - (int32_t)na : r + (int32_t)na;
+    return r >= 0 && r <= KILN_MAX_RANK ? r : -1;
 }
+
+static int32_t known_rank(const struct kiln_graph *g, int32_t v) { return known_rank_d(g, v, 0); }
 
 /* An operand read through Transposes (and, with scale != NULL, scalar
  * Mul/Div): the value to read, its perm (logical = Transpose(value, perm)),
