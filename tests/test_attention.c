@@ -13,6 +13,7 @@
  */
 #include "kiln.h"
 #include "ops/op.h"
+#include "ops/attention.h"
 #include "passes/passes.h"
 #include "runtime/model.h"
 #include "support/kt.h"
@@ -158,6 +159,47 @@ static kiln_tensor ftensor(const char *name, int rank, const int64_t *dims, floa
 
 static void transpose(og_graph *g, const char *in, const char *out, const int64_t *perm, int n) {
     og_attr_ints(og_node_add(g, "Transpose", in, out), "perm", perm, n);
+}
+
+/* ---- the inner kernels, portable and AVX2 ------------------------------------ */
+
+/* The 6x16 tile and the row softmax against plain double loops, in both
+ * builds (the AVX2 one only where the CPU has it). */
+static void test_kernels(void) {
+    enum { K = 37, LDA = 41, LDB = 19, LDC = 23, N = 29 };
+    float A[KILN_ATT_MR * LDA], B[K * LDB], C[KILN_ATT_MR * LDC];
+    fill_rand(A, KILN_ATT_MR * LDA, 1.0f);
+    fill_rand(B, K * LDB, 1.0f);
+    for (int isa = 0; isa <= (int)kiln_att_has_avx2(); isa++) {
+        for (int i = 0; i < KILN_ATT_MR * LDC; i++) C[i] = 1e30f;
+        kiln_att_tile(isa, A, LDA, B, LDB, C, LDC, K);
+        double worst = 0;
+        for (int r = 0; r < KILN_ATT_MR; r++)
+            for (int c = 0; c < KILN_ATT_NR; c++) {
+                double want = 0;
+                for (int k = 0; k < K; k++) want += (double)A[r * LDA + k] * B[k * LDB + c];
+                double e = fabs(C[r * LDC + c] - want);
+                worst = e > worst ? e : worst;
+            }
+        CHECK(worst < 1e-4, "tile (%s): worst error %g", isa ? "avx2" : "portable", worst);
+        for (int masked = 0; masked <= 1; masked++) {
+            float s[N], x[N], m[2 * N];
+            fill_rand(x, N, 8.0f);
+            fill_rand(m, 2 * N, 4.0f);
+            memcpy(s, x, sizeof s);
+            float inv = kiln_att_softmax(isa, s, N, 0.7f, masked ? m : NULL, 2);
+            double mx = -INFINITY, sum = 0, w[N];
+            for (int j = 0; j < N; j++) {
+                w[j] = x[j] * 0.7 + (masked ? m[2 * j] : 0.0);
+                mx = w[j] > mx ? w[j] : mx;
+            }
+            for (int j = 0; j < N; j++) sum += w[j] = exp(w[j] - mx);
+            double err = 0;
+            for (int j = 0; j < N; j++) err = fmax(err, fabs(s[j] * inv - w[j] / sum));
+            CHECK(err < 1e-6, "softmax (%s, mask %d): worst error %g", isa ? "avx2" : "portable",
+                  masked, err);
+        }
+    }
 }
 
 /* ---- fuse-attention: the BERT form ----------------------------------------- */
@@ -309,8 +351,8 @@ static void test_bert_shapes(void) {
 
 /* q [N,Sq,D], kt [N,D,Skv], v [N,Skv,Dv] graph inputs; Mul scale; a [Sq,Skv]
  * mask input broadcast over N. Only Q·Kt, scale, mask, Softmax, ·V. */
-static void test_three_d(void) {
-    int64_t N = 3, Sq = 5, Skv = 19, D = 7, Dv = 9;
+static void three_d(int64_t Skv) {
+    int64_t N = 3, Sq = 5, D = 7, Dv = 9;
     og_model *om = og_model_new(17);
     og_graph *g = og_model_graph(om);
     int64_t dq[3] = {N, Sq, D}, dk[3] = {N, D, Skv}, dv[3] = {N, Skv, Dv}, dm[2] = {Sq, Skv},
@@ -326,14 +368,17 @@ static void test_three_d(void) {
     og_node_add(g, "Softmax", "s2", "p");   /* opset 17: axis defaults to -1 */
     og_node_add(g, "MatMul", "p,v", "y");
     og_output(g, "y", OG_FLOAT, 3, dy);
-    struct pair p = load_pair(om, "3-d");
+    char label[32];
+    snprintf(label, sizeof label, "3-d Skv=%lld", (long long)Skv);
+    struct pair p = load_pair(om, label);
     CHECK(count_op(p.opt, "Attention") == 1 && count_op(p.opt, "MatMul") == 0,
-          "3-d: %d Attention, %d MatMul", count_op(p.opt, "Attention"), count_op(p.opt, "MatMul"));
+          "%s: %d Attention, %d MatMul", label, count_op(p.opt, "Attention"),
+          count_op(p.opt, "MatMul"));
     const struct kiln_node *a = find_op(p.opt, "Attention");
     int64_t n;
     CHECK(a && !kiln_attr_ints(a, "q_perm", &n) && !kiln_attr_ints(a, "kt_perm", &n) &&
               !kiln_attr_ints(a, "out_perm", &n),
-          "3-d: identity perms should be omitted");
+          "%s: identity perms should be omitted", label);
     float q[105], k[399], v[513], m[95];
     fill_rand(q, numel(3, dq), 2.0f);
     fill_rand(k, numel(3, dk), 2.0f);
@@ -341,8 +386,14 @@ static void test_three_d(void) {
     fill_rand(m, numel(2, dm), 3.0f);
     kiln_tensor in[4] = {ftensor("q", 3, dq, q), ftensor("kt", 3, dk, k), ftensor("v", 3, dv, v),
                          ftensor("m", 2, dm, m)};
-    check_same(&p, in, 4, 1, 1e-4f, "3-d");
+    check_same(&p, in, 4, 1, 1e-4f, label);
     pair_free(&p);
+}
+
+/* 19 keys, and none (softmax over an empty axis, P·V of zeros) */
+static void test_three_d(void) {
+    three_d(19);
+    three_d(0);
 }
 
 /* ---- fuse-attention: operands split from one packed qkv ------------------- */
@@ -580,6 +631,7 @@ static void test_transpose_into_matmul(void) {
 }
 
 int main(void) {
+    test_kernels();
     test_bert_shapes();
     test_three_d();
     test_packed_qkv();

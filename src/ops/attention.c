@@ -26,6 +26,7 @@
  * AVX2+FMA build chosen at run time and a portable one.
  */
 #include "ops/op.h"
+#include "ops/attention.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -272,8 +273,8 @@ static double att_flops(const struct kiln_node *n, const struct kiln_value *cons
 /* ---- fast kernel -------------------------------------------------------- */
 
 #define ATT_RB 48   /* query rows per block: scores block ATT_RB x Skv stays in L1/L2 */
-#define ATT_NR 16   /* tile columns */
-#define ATT_MR 6    /* tile rows: 6x16 accumulators fill 12 of AVX2's 16 registers */
+#define ATT_NR KILN_ATT_NR   /* tile columns */
+#define ATT_MR KILN_ATT_MR   /* tile rows: 6x16 accumulators fill 12 of AVX2's 16 registers */
 
 /* e^x for float32, branch-free so that `omp simd` vectorizes it: Cody-Waite
  * reduction and a degree-6 polynomial (Cephes), about 1 ulp; the same
@@ -560,7 +561,8 @@ static kiln_status att_fast_run(const struct kiln_node *n, struct kiln_exec_ctx 
     kiln_status st = att_analyze(n, in, n_in, &a, err);
     if (st) return st;
     int64_t wsf = att_ws_floats(&a);
-    if (wsf < 0 || (uint64_t)wsf > SIZE_MAX / sizeof(float))
+    /* no keys: the reference writes the zeros P·V gives */
+    if (wsf < 0 || (uint64_t)wsf > SIZE_MAX / sizeof(float) || a.Skv == 0)
         return att_exec(n, ctx, in, n_in, out, n_out, err);
     float scale = kiln_attr_float(n, "scale", 1.0f);
     const float *m = a.has_mask ? in[3]->data : NULL;
@@ -594,6 +596,33 @@ static kiln_status att_fast_run(const struct kiln_node *n, struct kiln_exec_ctx 
     return KILN_OK;
 }
 
+bool kiln_att_has_avx2(void) {
+#ifdef ATT_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+void kiln_att_tile(bool avx2, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                   int64_t ldc, int64_t K) {
+#ifdef ATT_X86
+    if (avx2 && kiln_att_has_avx2()) {
+        tile_avx2(A, lda, B, ldb, C, ldc, K);
+        return;
+    }
+#endif
+    tile_generic(A, lda, B, ldb, C, ldc, K);
+}
+
+float kiln_att_softmax(bool avx2, float *s, int64_t n, float scale, const float *mask, int64_t ms) {
+#ifdef ATT_X86
+    if (avx2 && kiln_att_has_avx2()) return softmax_avx2(s, n, scale, mask, ms);
+#endif
+    return softmax_generic(s, n, scale, mask, ms);
+}
+
 static kiln_status att_prepare(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                const struct kiln_value *const *in, int n_in,
                                struct kiln_value *const *out, int n_out, struct kiln_kernel *k,
@@ -605,12 +634,10 @@ static kiln_status att_prepare(const struct kiln_node *n, struct kiln_exec_ctx *
     if (att_analyze(n, in, n_in, &a, NULL) || att_ws_floats(&a) < 0) return KILN_OK;
     struct att_fast *f = calloc(1, sizeof *f);
     if (!f) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
-    bool avx2 = false;
+    bool avx2 = kiln_att_has_avx2();
     f->tile = tile_generic;
     f->softmax = softmax_generic;
 #ifdef ATT_X86
-    __builtin_cpu_init();
-    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (avx2) {
         f->tile = tile_avx2;
         f->softmax = softmax_avx2;
