@@ -635,12 +635,12 @@ static void test_fold_conv_affine(void) {
 /* The pipeline lists every pass, each once, dce last. */
 static void test_pipeline(void) {
     const char *want[] = {"fold-constants", "cse", "fold-batchnorm", "fold-conv-affine", "fuse-layernorm",
-                          "fuse-patterns", "fuse-matmul-bias", "fuse-residual",
-                          "fuse-activation", "dce"};
+                          "fuse-patterns", "fuse-matmul-bias", "fuse-attention", "simplify-transpose",
+                          "fuse-residual", "fuse-activation", "dce"};
     int n = 0;
     for (const struct kiln_pass *p = kiln_default_passes; p->name; p++, n++)
-        CHECK(n < 10 && !strcmp(p->name, want[n]), "pass %d is %s", n, p->name);
-    CHECK(n == 10, "%d passes", n);
+        CHECK(n < 12 && !strcmp(p->name, want[n]), "pass %d is %s", n, p->name);
+    CHECK(n == 12, "%d passes", n);
 }
 
 int main(void) {

@@ -225,6 +225,28 @@ static kiln_status mm_bias_check(const struct kiln_node *n, const struct kiln_va
     return KILN_OK;
 }
 
+/* kiln.MatMul (written by the simplify-transpose pass, docs/passes.md) is
+ * MatMul with transA / transB: operand i is read with its last two dims
+ * swapped, as if a Transpose swapping them came first. */
+static void mm_trans(const struct kiln_node *n, int t[2]) {
+    bool k = !strcmp(n->domain, "kiln");
+    t[0] = k && kiln_attr_int(n, "transA", 0) != 0;
+    t[1] = k && kiln_attr_int(n, "transB", 0) != 0;
+}
+
+/* Shape header of v as the product sees it (data pointer kept, not moved). */
+static kiln_status mm_logical(const struct kiln_node *n, const struct kiln_value *v, int t,
+                              struct kiln_value *out, kiln_error *err) {
+    *out = *v;
+    if (!t) return KILN_OK;
+    if (v->rank < 2)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n, "a transposed operand needs rank >= 2, got %d",
+                            v->rank);
+    out->dims[v->rank - 2] = v->dims[v->rank - 1];
+    out->dims[v->rank - 1] = v->dims[v->rank - 2];
+    return KILN_OK;
+}
+
 static kiln_status matmul_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
@@ -235,8 +257,13 @@ static kiln_status matmul_infer(const struct kiln_node *n, const struct kiln_val
         return kiln_op_fail(err, KILN_ERR_SHAPE, n,
                             "expected two inputs of one float or int32/64 type, got %s and %s",
                             kiln_dtype_name(in[0]->dtype), kiln_dtype_name(in[1]->dtype));
+    int t[2];
+    mm_trans(n, t);
+    struct kiln_value la, lb;
+    if ((st = mm_logical(n, in[0], t[0], &la, err)) || (st = mm_logical(n, in[1], t[1], &lb, err)))
+        return st;
     struct mm_shape s;
-    if ((st = mm_analyze(n, in[0], in[1], &s, err))) return st;
+    if ((st = mm_analyze(n, &la, &lb, &s, err))) return st;
     if ((st = mm_bias_check(n, in, n_in, &s, err))) return st;
     kiln_value_set_shape(out[0], in[0]->dtype, s.out_rank, s.out_dims);
     return KILN_OK;
@@ -287,9 +314,9 @@ static void mm_int(const struct kiln_value *a, const struct kiln_value *b, struc
             }
 }
 
-static kiln_status matmul_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
-                               const struct kiln_value *const *in, int n_in,
-                               struct kiln_value *const *out, int n_out, kiln_error *err) {
+static kiln_status matmul_exec_plain(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                     const struct kiln_value *const *in, int n_in,
+                                     struct kiln_value *const *out, int n_out, kiln_error *err) {
     struct mm_shape s;
     kiln_status st = mm_analyze(n, in[0], in[1], &s, err);
     if (st || (st = mm_bias_check(n, in, n_in, &s, err))) return st;
@@ -343,10 +370,54 @@ oom:
     return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for matmul scratch");
 }
 
+/* A dense copy of v with its last two dims swapped (any element size). */
+static void *mm_transposed_copy(const struct kiln_value *v, struct kiln_value *out) {
+    size_t es = kiln_dtype_size(v->dtype);
+    int64_t R = v->dims[v->rank - 2], C = v->dims[v->rank - 1], cnt = kiln_value_numel(v);
+    int64_t mats = R > 0 && C > 0 ? cnt / (R * C) : 0;
+    char *d = malloc((size_t)(cnt > 0 ? cnt : 1) * es);
+    if (!d) return NULL;
+    const char *src = v->data;
+    for (int64_t b = 0; b < mats; b++)
+        for (int64_t i = 0; i < R; i++)
+            for (int64_t j = 0; j < C; j++)
+                memcpy(d + ((b * C + j) * R + i) * es, src + ((b * R + i) * C + j) * es, es);
+    mm_logical(NULL, v, 1, out, NULL);
+    out->data = d;
+    return d;
+}
+
+static kiln_status matmul_exec(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                               const struct kiln_value *const *in, int n_in,
+                               struct kiln_value *const *out, int n_out, kiln_error *err) {
+    int t[2];
+    mm_trans(n, t);
+    if (!t[0] && !t[1]) return matmul_exec_plain(n, ctx, in, n_in, out, n_out, err);
+    /* the reference reads transposed operands through a dense copy */
+    struct kiln_value lv[2];
+    const struct kiln_value *lin[3] = {&lv[0], &lv[1], n_in > 2 ? in[2] : NULL};
+    void *copies[2] = {NULL, NULL};
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < 2 && !st; i++) {
+        if ((st = mm_logical(n, in[i], t[i], &lv[i], err))) break;
+        if (t[i] && !(copies[i] = mm_transposed_copy(in[i], &lv[i])))
+            st = kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory for a transposed operand");
+    }
+    if (!st) st = matmul_exec_plain(n, ctx, lin, n_in, out, n_out, err);
+    free(copies[0]);
+    free(copies[1]);
+    return st;
+}
+
 static double matmul_flops(const struct kiln_node *n, const struct kiln_value *const *in,
                            int n_in, struct kiln_value *const *out, int n_out) {
     struct mm_shape s;
-    if (n_in < 2 || mm_analyze(n, in[0], in[1], &s, NULL)) return 0;
+    int t[2];
+    mm_trans(n, t);
+    struct kiln_value la, lb;
+    if (n_in < 2 || mm_logical(n, in[0], t[0], &la, NULL) || mm_logical(n, in[1], t[1], &lb, NULL) ||
+        mm_analyze(n, &la, &lb, &s, NULL))
+        return 0;
     return 2.0 * (double)s.nbatch * (double)s.M * (double)s.N * (double)s.K;
 }
 
@@ -401,6 +472,15 @@ static void dense_strides_of(int32_t rank, const int64_t *dims, int64_t *str) {
     }
 }
 
+/* Strides of a [..., R, C] view of dense [..., C, R] memory: element (i, j)
+ * sits at j * R + i within its matrix. */
+static void mm_swap_strides(int32_t rank, const int64_t *dims, int64_t *str) {
+    int64_t R = dims[rank - 2], C = dims[rank - 1];
+    str[rank - 2] = 1;
+    str[rank - 1] = R > 0 ? R : 1;
+    (void)C;
+}
+
 static kiln_status matmul_fast_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                    void *state, const struct kiln_value *const *in, int n_in,
                                    struct kiln_value *const *out, int n_out, kiln_error *err) {
@@ -423,6 +503,14 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
     if (n_in != (n->sum_input ? 3 : 2) || in[0]->dtype != KILN_DTYPE_FLOAT ||
         in[1]->dtype != KILN_DTYPE_FLOAT)
         return KILN_OK;
+    int t[2];
+    mm_trans(n, t);
+    struct kiln_value lv[2];
+    if (mm_logical(n, in[0], t[0], &lv[0], NULL) || mm_logical(n, in[1], t[1], &lv[1], NULL))
+        return KILN_OK;
+    const struct kiln_value *const *phys = in;   /* run() compares the stored shapes */
+    const struct kiln_value *const lin[3] = {&lv[0], &lv[1], n_in > 2 ? phys[2] : NULL};
+    in = lin;
     struct mm_shape s;
     if (mm_analyze(n, in[0], in[1], &s, NULL) || mm_bias_check(n, in, n_in, &s, NULL))
         return KILN_OK;
@@ -432,7 +520,7 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
     d.wcache = ctx ? ctx->wcache : NULL;
     d.alpha = 1.0f;
     d.wei_const = in[1]->data;
-    if (in[1]->rank <= 2) {
+    if (in[1]->rank <= 2 && !t[0]) {
         /* fold A's batch dims into M: one 2-D product against one weight matrix */
         int64_t rows = s.nbatch * s.M;
         d.rank = 2;
@@ -460,6 +548,9 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
         for (int32_t i = 0; i < d.rank; i++) d.bias_dims[i] = 1;
         d.bias_dims[d.rank - 1] = s.N;
     }
+    /* a transposed operand: the same bytes, the last two strides swapped */
+    if (t[0]) mm_swap_strides(d.rank, d.src_dims, d.src_strides);
+    if (t[1]) mm_swap_strides(d.rank, d.wei_dims, d.wei_strides);
     struct mm_fast *f = calloc(1, sizeof *f);
     if (!f) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
     f->kind = FAST_MATMUL;
@@ -479,7 +570,7 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
         free(f);
         return kiln_op_fail(err, st, n, "%s", e2.msg);
     }
-    mm_fast_record(f, in, n_in);
+    mm_fast_record(f, phys, n_in);
     k->state = f;
     k->fused_activation = f->act_fused;
     k->release = mm_fast_release;
@@ -1582,6 +1673,7 @@ static kiln_status rope_exec(const struct kiln_node *n, struct kiln_exec_ctx *ct
 
 const struct kiln_op_def kiln_ops_matmul[] = {
     {"MatMul", NULL, 1, 0, matmul_infer, matmul_exec, matmul_prepare, matmul_flops},
+    {"MatMul", "kiln", 1, 0, matmul_infer, matmul_exec, matmul_prepare, matmul_flops},
     {"Gemm", NULL, 1, 0, gemm_infer, gemm_exec, gemm_prepare, gemm_flops},
     {"MatMulInteger", NULL, 10, 0, mmi_infer, mmi_exec, NULL, matmul_flops},
     {"Einsum", NULL, 12, 0, einsum_infer, einsum_exec, NULL, NULL},

@@ -6,7 +6,7 @@
 
 #define KILN_OP_FAMILIES(X) \
     X(elementwise) X(unary) X(shape) X(index) X(reduce) X(norm) X(conv) X(resize) \
-    X(matmul) X(quant) X(rnn) X(detect) X(control)
+    X(matmul) X(attention) X(quant) X(rnn) X(detect) X(control)
 
 #define X(fam) extern const struct kiln_op_def kiln_ops_##fam[];
 KILN_OP_FAMILIES(X)

@@ -9,7 +9,11 @@
  * and the pattern passes can read; fuse-patterns and fuse-matmul-bias leave a
  * MatMul -> Gelu (say) for fuse-activation to take in; fuse-residual must run before
  * fuse-activation so that Conv -> Add -> Relu becomes act(conv + r), and
- * fuse-activation never sees an activation it could fuse too early. */
+ * fuse-activation never sees an activation it could fuse too early.
+ * fuse-attention runs before simplify-transpose and before anything that
+ * could fold the scores' scale or mask into a MatMul; it reads Transposes
+ * itself, and simplify-transpose then folds what is left (fuse-matmul-bias
+ * before it takes only MatMuls with constant weights, never the scores). */
 const struct kiln_pass kiln_default_passes[] = {
     {"fold-constants", kiln_pass_fold_constants},
     {"cse", kiln_pass_cse},
@@ -18,6 +22,8 @@ const struct kiln_pass kiln_default_passes[] = {
     {"fuse-layernorm", kiln_pass_fuse_layernorm},
     {"fuse-patterns", kiln_pass_fuse_patterns},
     {"fuse-matmul-bias", kiln_pass_fuse_matmul_bias},
+    {"fuse-attention", kiln_pass_fuse_attention},
+    {"simplify-transpose", kiln_pass_simplify_transpose},
     {"fuse-residual", kiln_pass_fuse_residual},
     {"fuse-activation", kiln_pass_fuse_activation},
     {"dce", kiln_pass_dce},

@@ -73,6 +73,10 @@ kiln_status kiln_pass_fuse_patterns(struct kiln_graph *g, struct kiln_pass_stats
                                     kiln_error *err);
 kiln_status kiln_pass_fuse_matmul_bias(struct kiln_graph *g, struct kiln_pass_stats *st,
                                        kiln_error *err);
+kiln_status kiln_pass_fuse_attention(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                     kiln_error *err);
+kiln_status kiln_pass_simplify_transpose(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                         kiln_error *err);
 kiln_status kiln_pass_fuse_residual(struct kiln_graph *g, struct kiln_pass_stats *st,
                                     kiln_error *err);
 
