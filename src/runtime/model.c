@@ -251,6 +251,7 @@ kiln_status kiln_model_save_plan_ex(const kiln_model *m, const char *path, const
         for (int32_t i = 0; i < np; i++) {
             o->batch[i] = planned[i];
             o->arena_bytes[i] = plans[i]->arena_bytes;
+            o->flops[i] = plans[i]->flops;
         }
     }
     struct packed_list pl = {.g = m->onnx.graph};

@@ -36,6 +36,7 @@ struct kiln_save_plan_opts {
     int32_t  n_planned;
     int32_t  batch[KILN_ARTIFACT_MAX_PLANS];
     uint64_t arena_bytes[KILN_ARTIFACT_MAX_PLANS];
+    double   flops[KILN_ARTIFACT_MAX_PLANS];
 };
 kiln_status kiln_model_save_plan_ex(const kiln_model *m, const char *path, const int32_t *batch_sizes,
                                     int32_t n_batch_sizes, struct kiln_save_plan_opts *o,
