@@ -102,10 +102,33 @@ static og_model *if_model(void) {
     return om;
 }
 
+/* A symbolic batch dim: the Shape -> Gather -> Unsqueeze -> Concat chain that
+ * feeds Reshape folds at plan time, so the stored plan carries folded data. */
+static og_model *reshape_model(void) {
+    og_model *om = og_model_new(17);
+    og_graph *g = og_model_graph(om);
+    int64_t xd[4] = {-1, 4, 2, 2}, yd[2] = {-1, 16}, one[1] = {1}, zero1[1] = {0}, m1[1] = {-1}, i0 = 0;
+    const char *sym[4] = {"N", NULL, NULL, NULL};
+    og_input_sym(g, "x", OG_FLOAT, 4, xd, sym);
+    og_init_i64(g, "i0", 0, NULL, &i0);
+    og_init_i64(g, "u0", 1, one, zero1);
+    og_init_i64(g, "m1", 1, one, m1);
+    og_node_add(g, "Relu", "x", "r");
+    og_node_add(g, "Shape", "r", "sh");
+    og_node_add(g, "Gather", "sh,i0", "n0");
+    og_node_add(g, "Unsqueeze", "n0,u0", "n1");
+    og_node *n = og_node_add(g, "Concat", "n1,m1", "shape");
+    og_attr_int(n, "axis", 0);
+    og_node_add(g, "Reshape", "r,shape", "f");
+    og_node_add(g, "Sigmoid", "f", "y");
+    og_output(g, "y", OG_FLOAT, 2, yd);
+    return om;
+}
+
 static const struct {
     const char *name;
     og_model *(*make)(void);
-} MODELS[] = {{"mlp", mlp_model}, {"conv", conv_model}, {"if", if_model}};
+} MODELS[] = {{"mlp", mlp_model}, {"conv", conv_model}, {"if", if_model}, {"reshape", reshape_model}};
 #define N_MODELS (sizeof MODELS / sizeof *MODELS)
 
 /* Compiles model k to dir/NAME.kiln; returns the file's bytes (malloc'ed). */
@@ -305,7 +328,10 @@ static int plan_layout_of(const uint8_t *p, size_t len, struct plan_layout *P) {
         w_skip(&w, 4);
         if (v < MAXV) P->offset_at[v] = w.off;
         w_skip(&w, 8);
-        if (kind == 2) w_skip(&w, (size_t)w_i64(&w));   /* FOLDED: data */
+        if (kind == 2) {   /* FOLDED: byte count, zeros to a 64-byte boundary, data */
+            size_t n = (size_t)w_i64(&w);
+            w_skip(&w, (64 - (w.off - (size_t)h.plans_off) % 64) % 64 + n);
+        }
     }
     P->n_steps_at = w.off;
     P->n_steps = (int32_t)w_u32(&w);
@@ -371,6 +397,11 @@ static void expect_no_crash(const char *what, const char *path, const uint8_t *d
 }
 
 static void put_u32(uint8_t *p, size_t at, uint32_t v) { memcpy(p + at, &v, 4); }
+static uint64_t kt_u64_at(const uint8_t *p, size_t at) {
+    uint64_t v;
+    memcpy(&v, p + at, 8);
+    return v;
+}
 static void put_u64(uint8_t *p, size_t at, uint64_t v) { memcpy(p + at, &v, 8); }
 
 #define HDR_AT(field) offsetof(struct kiln_artifact_header, field)
@@ -453,8 +484,20 @@ static void stored_plan_cases(const char *name, const uint8_t *good, size_t len,
              put_u64(b, P->dims_at[arena] + (size_t)(P->rank[arena] - 1) * 8, 1));
         CASE("stored plan: arena value with an alias", put_u32(b, P->alias_at[arena], 0));
         /* every buffer at offset 0: buffers live at once overlap */
-        CASE("stored plan: live buffers overlap", for (int32_t v = 0; v < P->n_values && v < MAXV; v++)
+        if (arena2 >= 0)
+            CASE("stored plan: live buffers overlap", for (int32_t v = 0; v < P->n_values && v < MAXV; v++)
              if (P->kind[v] == PKIND_ARENA) put_u64(b, P->offset_at[v], 0));
+    }
+    int32_t folded = -1;
+    for (int32_t v = 0; v < P->n_values && v < MAXV; v++)
+        if (P->kind[v] == 2 && folded < 0) folded = v;
+    if (folded >= 0) {
+        CASE("stored plan: folded value kind arena", b[P->kind_at[folded]] = PKIND_ARENA);
+        CASE("stored plan: folded data length 2^64-1", put_u64(b, P->offset_at[folded] + 8, UINT64_MAX));
+        CASE("stored plan: folded data length + 8", put_u64(b, P->offset_at[folded] + 8,
+                                                            kt_u64_at(good, P->offset_at[folded] + 8) + 8));
+        if (P->rank[folded] > 0)
+            CASE("stored plan: folded value dim changed", put_u64(b, P->dims_at[folded], 7));
     }
     if (alias >= 0) {
         CASE("stored plan: alias -1", put_u32(b, P->alias_at[alias], (uint32_t)-1));
@@ -463,7 +506,6 @@ static void stored_plan_cases(const char *name, const uint8_t *good, size_t len,
         if (inp >= 0) CASE("stored plan: alias to a graph input", put_u32(b, P->alias_at[alias], (uint32_t)inp));
         CASE("stored plan: alias with an offset", put_u64(b, P->offset_at[alias], 64));
     }
-    (void)arena2;
 }
 
 static void crafted(const char *name, const uint8_t *good, size_t len, const char *path) {

@@ -16,6 +16,7 @@
  *   - `kiln compile --batch 1,2 --report` prints the arena bytes of each.
  */
 #include "plan/artifact.h"
+#include "plan/plan.h"
 #include "support/kt.h"
 #include "support/onnxgen.h"
 
@@ -150,6 +151,24 @@ int main(void) {
     if (!plan) return kt_finish("test_stored_plan");
     kiln_session_options so = kiln_session_options_default();
     so.n_threads = 2;
+
+    /* what was stored: both batch sizes, with folded values and activation layouts */
+    struct kiln_artifact art;
+    if (EXPECT_OK("map", kiln_artifact_map(kiln_path, &art, &err), &err)) {
+        CHECK(art.n_plans == 2 && art.plans[0].batch == 1 && art.plans[1].batch == 2, "%d stored plans",
+              art.n_plans);
+        for (int32_t i = 0; i < art.n_plans; i++) {
+            int folded = 0, laid_out = 0;
+            for (int32_t v = 0; v < art.plans[i].n_values; v++) {
+                folded += art.plans[i].kind[v] == KILN_VK_FOLDED;
+                laid_out += art.plans[i].vals[v].layout != KILN_LAYOUT_PLAIN;
+            }
+            CHECK(folded > 0 && laid_out > 0 && art.plans[i].arena_bytes > 0 && art.plans[i].n_steps > 0,
+                  "plan %d: %d folded values, %d not plain", i, folded, laid_out);
+        }
+        kiln_graph_free(art.graph);
+        kiln_artifact_unmap(&art);
+    }
 
     CHECK(kiln_model_warning(plan) == NULL, "warning on this CPU's own plan: %s", kiln_model_warning(plan));
     CHECK(compare("stored", onnx, plan, &so, 1) == 1, "batch 1: the stored plan was not used");

@@ -162,7 +162,11 @@ static void w_plan(struct wbuf *b, const struct kiln_plan *p, int32_t batch) {
         w_i32(b, p->alias[v]);
         w_u64(b, p->kind[v] == KILN_VK_ARENA ? p->offset[v] : 0);
         if (p->kind[v] == KILN_VK_FOLDED) {
+            /* data 64-byte aligned in the section (which is 64-byte aligned in the
+             * file): shape inference reads it in place when the file is checked */
+            static const uint8_t zeros[WALIGN];
             w_u64(b, pv->nbytes);
+            w_bytes(b, zeros, (WALIGN - b->len % WALIGN) % WALIGN);
             w_bytes(b, pv->data, pv->nbytes);
         }
     }
@@ -652,7 +656,10 @@ static kiln_status r_plans(const uint8_t *sec, size_t len, uint32_t n_plans, con
             if (sp->kind[v] == KILN_VK_FOLDED) {
                 uint64_t nb;
                 field = "folded data";
-                if (!r_u64(&b, &nb) || nb > b.len - b.off) goto bad;
+                if (!r_u64(&b, &nb)) goto bad;
+                for (size_t pad = (WALIGN - b.off % WALIGN) % WALIGN; pad > 0; pad--)
+                    if (b.off >= b.len || b.p[b.off++]) goto bad;
+                if (nb > b.len - b.off) goto bad;
                 pv->data = (void *)(b.p + b.off);   /* borrowed from the mapping */
                 pv->nbytes = (size_t)nb;
                 b.off += (size_t)nb;
@@ -664,13 +671,13 @@ static kiln_status r_plans(const uint8_t *sec, size_t len, uint32_t n_plans, con
         sp->steps = malloc((ns ? ns : 1) * sizeof *sp->steps);
         if (!sp->steps) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: stored plans", label);
         for (uint32_t k = 0; k < ns; k++) r_i32(&b, &sp->steps[k]);
-        for (uint32_t k = 0; k < i; k++)
-            if (out->plans[k].batch == sp->batch && out->plans[k].activation_layout == sp->activation_layout) {
-                field = "batch (two plans for one batch size)";
-                goto bad;
-            }
         kiln_status s = kiln_plan_check_stored(g, sp, label, err);
         if (s) return s;
+        for (uint32_t k = 0; k < i; k++)
+            if (!strcmp(out->plans[k].key, sp->key) && out->plans[k].activation_layout == sp->activation_layout)
+                return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                                 "%s: corrupt plan (stored plans %u and %u are for the same input shapes)",
+                                 label, k, i);
         continue;
     bad:
         return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (stored plan %u: %s invalid near byte %zu of the section)",
