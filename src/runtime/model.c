@@ -130,11 +130,15 @@ static kiln_status load_plan(const char *path, const kiln_load_options *opts, ki
             char c = m->art.header.cpu_features[i];
             was[i] = c && (c < 32 || c > 126) ? '?' : c;
         }
+        char plans[64] = "";
+        if (m->art.n_plans)
+            snprintf(plans, sizeof plans, "%d stored plan%s re-planned at first run, ", m->art.n_plans,
+                     m->art.n_plans == 1 ? "" : "s");
         if ((m->warning = malloc(wl)))
             snprintf(m->warning, wl,
-                     "%s: compiled for CPU features '%s', this CPU has '%s': %d stored plan%s "
-                     "re-planned at first run, weights re-packed where kernels need it",
-                     path, was, here, m->art.n_plans, m->art.n_plans == 1 ? "" : "s");
+                     "%s: compiled for CPU features '%s', this CPU has '%s': %sweights re-packed where "
+                     "kernels need it",
+                     path, was, here, plans);
         if (m->warning) fprintf(stderr, "kiln: warning: %s\n", m->warning);
     }
     /* pre-packed weights are used straight from the mapping: every process
