@@ -580,11 +580,12 @@ static void test_layernorm_shared_intermediate(void) {
 /* The pipeline lists every pass, each once, dce last. */
 static void test_pipeline(void) {
     const char *want[] = {"fold-constants", "cse", "fold-batchnorm", "fuse-layernorm",
-                          "fuse-residual", "fuse-activation", "dce"};
+                          "fuse-patterns", "fuse-matmul-bias", "fuse-residual",
+                          "fuse-activation", "dce"};
     int n = 0;
     for (const struct kiln_pass *p = kiln_default_passes; p->name; p++, n++)
-        CHECK(n < 7 && !strcmp(p->name, want[n]), "pass %d is %s", n, p->name);
-    CHECK(n == 7, "%d passes", n);
+        CHECK(n < 9 && !strcmp(p->name, want[n]), "pass %d is %s", n, p->name);
+    CHECK(n == 9, "%d passes", n);
 }
 
 int main(void) {

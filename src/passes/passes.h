@@ -67,6 +67,10 @@ kiln_status kiln_pass_fold_constants(struct kiln_graph *g, struct kiln_pass_stat
 kiln_status kiln_pass_cse(struct kiln_graph *g, struct kiln_pass_stats *st, kiln_error *err);
 kiln_status kiln_pass_fuse_layernorm(struct kiln_graph *g, struct kiln_pass_stats *st,
                                      kiln_error *err);
+kiln_status kiln_pass_fuse_patterns(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                    kiln_error *err);
+kiln_status kiln_pass_fuse_matmul_bias(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                       kiln_error *err);
 kiln_status kiln_pass_fuse_residual(struct kiln_graph *g, struct kiln_pass_stats *st,
                                     kiln_error *err);
 
