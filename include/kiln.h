@@ -173,6 +173,9 @@ kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const in
                                  int32_t n_batch_sizes, kiln_error *err);
 /* 1 when the model was loaded from a .kiln plan. */
 int32_t     kiln_model_is_plan(const kiln_model *m);
+/* A warning from loading (e.g. a .kiln compiled for other CPU features, whose
+ * stored plans are then rebuilt), also printed to stderr; NULL if none. */
+const char *kiln_model_warning(const kiln_model *m);
 
 int32_t     kiln_model_n_inputs(const kiln_model *m);
 int32_t     kiln_model_n_outputs(const kiln_model *m);
@@ -247,6 +250,10 @@ typedef struct kiln_profile_entry {
     int64_t     calls;
 } kiln_profile_entry;
 int32_t     kiln_session_profile(const kiln_session *s, kiln_profile_entry *entries, int32_t max);
+
+/* 1 when the most recently used plan was taken from the .kiln file's stored
+ * plans (docs/kiln-format.md) instead of being planned at first run. */
+int32_t     kiln_session_plan_stored(const kiln_session *s);
 
 /* Bytes of activation memory the session holds for its cached plans. */
 uint64_t    kiln_session_arena_bytes(const kiln_session *s);

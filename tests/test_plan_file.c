@@ -102,10 +102,33 @@ static og_model *if_model(void) {
     return om;
 }
 
+/* A symbolic batch dim: the Shape -> Gather -> Unsqueeze -> Concat chain that
+ * feeds Reshape folds at plan time, so the stored plan carries folded data. */
+static og_model *reshape_model(void) {
+    og_model *om = og_model_new(17);
+    og_graph *g = og_model_graph(om);
+    int64_t xd[4] = {-1, 4, 2, 2}, yd[2] = {-1, 16}, one[1] = {1}, zero1[1] = {0}, m1[1] = {-1}, i0 = 0;
+    const char *sym[4] = {"N", NULL, NULL, NULL};
+    og_input_sym(g, "x", OG_FLOAT, 4, xd, sym);
+    og_init_i64(g, "i0", 0, NULL, &i0);
+    og_init_i64(g, "u0", 1, one, zero1);
+    og_init_i64(g, "m1", 1, one, m1);
+    og_node_add(g, "Relu", "x", "r");
+    og_node_add(g, "Shape", "r", "sh");
+    og_node_add(g, "Gather", "sh,i0", "n0");
+    og_node_add(g, "Unsqueeze", "n0,u0", "n1");
+    og_node *n = og_node_add(g, "Concat", "n1,m1", "shape");
+    og_attr_int(n, "axis", 0);
+    og_node_add(g, "Reshape", "r,shape", "f");
+    og_node_add(g, "Sigmoid", "f", "y");
+    og_output(g, "y", OG_FLOAT, 2, yd);
+    return om;
+}
+
 static const struct {
     const char *name;
     og_model *(*make)(void);
-} MODELS[] = {{"mlp", mlp_model}, {"conv", conv_model}, {"if", if_model}};
+} MODELS[] = {{"mlp", mlp_model}, {"conv", conv_model}, {"if", if_model}, {"reshape", reshape_model}};
 #define N_MODELS (sizeof MODELS / sizeof *MODELS)
 
 /* Compiles model k to dir/NAME.kiln; returns the file's bytes (malloc'ed). */
@@ -266,6 +289,58 @@ static int layout_of(const uint8_t *p, size_t len, struct layout *L) {
     return w.bad || w.off != w.end ? -1 : 0;
 }
 
+/* Offsets of fields of the first stored plan (docs/kiln-format.md, "Stored plans"). */
+#define PKIND_ARENA 4   /* enum kiln_value_kind (plan/plan.h) */
+#define PKIND_ALIAS 5
+struct plan_layout {
+    bool present;
+    size_t batch_at, layout_req_at, arena_at, flops_at, n_values_at, n_steps_at, steps_at, end;
+    int32_t n_values, n_steps;
+    size_t kind_at[MAXV], dims_at[MAXV], alias_at[MAXV], offset_at[MAXV];
+    uint8_t kind[MAXV];
+    int32_t rank[MAXV];
+};
+
+static int plan_layout_of(const uint8_t *p, size_t len, struct plan_layout *P) {
+    struct kiln_artifact_header h;
+    memset(P, 0, sizeof *P);
+    memcpy(&h, p, sizeof h);
+    if (!h.n_plans) return 0;
+    if (h.plans_off + h.plans_len > len) return -1;
+    struct walk w = {.p = p, .off = (size_t)h.plans_off, .end = (size_t)(h.plans_off + h.plans_len)};
+    P->present = true;
+    P->batch_at = w.off;
+    P->layout_req_at = w.off + 4;
+    P->arena_at = w.off + 8;
+    P->flops_at = w.off + 16;
+    w_skip(&w, 24);
+    P->n_values_at = w.off;
+    uint32_t nv = w_u32(&w);
+    P->n_values = (int32_t)nv;
+    for (uint32_t v = 0; v < nv && !w.bad; v++) {
+        uint8_t kind = w.off < w.end ? p[w.off] : 0;
+        if (v < MAXV) P->kind_at[v] = w.off, P->kind[v] = kind;
+        w_skip(&w, 8);
+        uint32_t rank = w_u32(&w);
+        if (v < MAXV) P->dims_at[v] = w.off, P->rank[v] = (int32_t)rank;
+        w_skip(&w, (size_t)rank * 8);
+        if (v < MAXV) P->alias_at[v] = w.off;
+        w_skip(&w, 4);
+        if (v < MAXV) P->offset_at[v] = w.off;
+        w_skip(&w, 8);
+        if (kind == 2) {   /* FOLDED: byte count, zeros to a 64-byte boundary, data */
+            size_t n = (size_t)w_i64(&w);
+            w_skip(&w, (64 - (w.off - (size_t)h.plans_off) % 64) % 64 + n);
+        }
+    }
+    P->n_steps_at = w.off;
+    P->n_steps = (int32_t)w_u32(&w);
+    P->steps_at = w.off;
+    w_skip(&w, (size_t)P->n_steps * 4);
+    P->end = w.off;
+    return w.bad || (h.n_plans == 1 && w.off != w.end) ? -1 : 0;
+}
+
 /* ---- checks ---------------------------------------------------------------- */
 
 static struct kt_exercise_stats g_stats;
@@ -322,9 +397,116 @@ static void expect_no_crash(const char *what, const char *path, const uint8_t *d
 }
 
 static void put_u32(uint8_t *p, size_t at, uint32_t v) { memcpy(p + at, &v, 4); }
+static uint64_t kt_u64_at(const uint8_t *p, size_t at) {
+    uint64_t v;
+    memcpy(&v, p + at, 8);
+    return v;
+}
 static void put_u64(uint8_t *p, size_t at, uint64_t v) { memcpy(p + at, &v, 8); }
 
 #define HDR_AT(field) offsetof(struct kiln_artifact_header, field)
+
+/* Edits a copy of the good plan (b) and expects the loader to refuse it. */
+#define CASE(desc, edit)                                                   \
+    do {                                                                   \
+        memcpy(b, good, len);                                              \
+        size_t blen = len;                                                 \
+        edit;                                                              \
+        snprintf(what, sizeof what, "%s: %s", name, desc);                 \
+        expect_rejected(what, path, b, blen);                              \
+    } while (0)
+
+/* The stored-plans section: every field the loader checks. */
+static void stored_plan_cases(const char *name, const uint8_t *good, size_t len, const char *path,
+                              uint8_t *b, const struct layout *L) {
+    static struct plan_layout pl;
+    struct kiln_artifact_header h;
+    memcpy(&h, good, sizeof h);
+    if (!h.n_plans) return;
+    const struct plan_layout *P = &pl;
+    int ok = plan_layout_of(good, len, &pl) == 0;
+    CHECK(ok, "%s: the test's walker does not understand the stored plan (see plan_layout_of)", name);
+    if (!ok) return;
+    char what[256];
+    int32_t arena = -1, arena2 = -1, alias = -1, inp = -1, cst = -1;
+    for (int32_t v = 0; v < P->n_values && v < MAXV; v++) {
+        if (P->kind[v] == PKIND_ARENA && P->rank[v] > 0) {
+            if (arena < 0) arena = v;
+            else if (arena2 < 0) arena2 = v;
+        }
+        if (P->kind[v] == PKIND_ALIAS && alias < 0) alias = v;
+        if (L->is_input[v] && inp < 0) inp = v;
+        if (L->is_const[v] && cst < 0) cst = v;
+    }
+    CASE("stored plan: n_values one less", put_u32(b, P->n_values_at, (uint32_t)P->n_values - 1));
+    CASE("stored plan: n_values 2^32-1", put_u32(b, P->n_values_at, 0xffffffffu));
+    CASE("stored plan: activation_layout 9", put_u32(b, P->layout_req_at, 9));
+    CASE("stored plan: flops NaN", put_u64(b, P->flops_at, 0x7ff8000000000001ull));
+    CASE("stored plan: arena_bytes 0", put_u64(b, P->arena_at, 0));
+    CASE("stored plan: n_steps one more", put_u32(b, P->n_steps_at, (uint32_t)P->n_steps + 1));
+    CASE("stored plan: n_steps 2^32-1", put_u32(b, P->n_steps_at, 0xffffffffu));
+    if (P->n_steps >= 1) {
+        CASE("stored plan: step names node -1", put_u32(b, P->steps_at, (uint32_t)-1));
+        CASE("stored plan: step names a node out of range", put_u32(b, P->steps_at, (uint32_t)L->n_nodes));
+        CASE("stored plan: a step dropped", put_u32(b, P->n_steps_at, (uint32_t)P->n_steps - 1);
+             memmove(b + P->steps_at + (size_t)(P->n_steps - 1) * 4, b + P->steps_at + (size_t)P->n_steps * 4,
+                     len - P->steps_at - (size_t)P->n_steps * 4);
+             blen = len - 4; put_u64(b, HDR_AT(plans_len), h.plans_len - 4); put_u64(b, HDR_AT(file_size), blen));
+    }
+    if (P->n_steps >= 2) {
+        uint32_t s0, s1;
+        memcpy(&s0, good + P->steps_at, 4);
+        memcpy(&s1, good + P->steps_at + 4, 4);
+        CASE("stored plan: steps out of order", put_u32(b, P->steps_at, s1); put_u32(b, P->steps_at + 4, s0));
+    }
+    CASE("stored plan: value kind 6", b[P->kind_at[0]] = 6);
+    CASE("stored plan: value padding byte set", b[P->kind_at[0] + 3] = 1);
+    CASE("stored plan: value rank 9", put_u32(b, P->dims_at[0] - 4, 9));
+    if (inp >= 0) {
+        CASE("stored plan: graph input kind arena", b[P->kind_at[inp]] = PKIND_ARENA);
+        CASE("stored plan: graph input channels-last", b[P->kind_at[inp] + 1] = 1);
+        if (P->rank[inp] > 1)
+            CASE("stored plan: graph input dim 1 changed", put_u64(b, P->dims_at[inp] + 8, 5));
+    }
+    if (cst >= 0 && P->rank[cst] > 0) CASE("stored plan: constant dim changed", put_u64(b, P->dims_at[cst], 3));
+    if (cst >= 0) CASE("stored plan: constant kind arena", b[P->kind_at[cst]] = PKIND_ARENA);
+    if (arena >= 0) {
+        uint64_t arena_bytes, off;
+        memcpy(&arena_bytes, good + P->arena_at, 8);
+        memcpy(&off, good + P->offset_at[arena], 8);
+        CASE("stored plan: arena value kind folded", b[P->kind_at[arena]] = 2);
+        CASE("stored plan: arena value kind none", b[P->kind_at[arena]] = 0);
+        CASE("stored plan: arena value offset past the arena", put_u64(b, P->offset_at[arena], arena_bytes));
+        CASE("stored plan: arena value offset 2^64-64", put_u64(b, P->offset_at[arena], UINT64_MAX - 63));
+        CASE("stored plan: arena value offset misaligned", put_u64(b, P->offset_at[arena], off + 4));
+        CASE("stored plan: arena value layout 7", b[P->kind_at[arena] + 1] = 7);
+        CASE("stored plan: arena value shape disagrees with inference",
+             put_u64(b, P->dims_at[arena] + (size_t)(P->rank[arena] - 1) * 8, 1));
+        CASE("stored plan: arena value with an alias", put_u32(b, P->alias_at[arena], 0));
+        /* every buffer at offset 0: buffers live at once overlap */
+        if (arena2 >= 0)
+            CASE("stored plan: live buffers overlap", for (int32_t v = 0; v < P->n_values && v < MAXV; v++)
+             if (P->kind[v] == PKIND_ARENA) put_u64(b, P->offset_at[v], 0));
+    }
+    int32_t folded = -1;
+    for (int32_t v = 0; v < P->n_values && v < MAXV; v++)
+        if (P->kind[v] == 2 && folded < 0) folded = v;
+    if (folded >= 0) {
+        CASE("stored plan: folded value kind arena", b[P->kind_at[folded]] = PKIND_ARENA);
+        CASE("stored plan: folded data length 2^64-1", put_u64(b, P->offset_at[folded] + 8, UINT64_MAX));
+        CASE("stored plan: folded data length + 8", put_u64(b, P->offset_at[folded] + 8,
+                                                            kt_u64_at(good, P->offset_at[folded] + 8) + 8));
+        if (P->rank[folded] > 0)
+            CASE("stored plan: folded value dim changed", put_u64(b, P->dims_at[folded], 7));
+    }
+    if (alias >= 0) {
+        CASE("stored plan: alias -1", put_u32(b, P->alias_at[alias], (uint32_t)-1));
+        CASE("stored plan: alias out of range", put_u32(b, P->alias_at[alias], (uint32_t)P->n_values));
+        CASE("stored plan: alias to itself", put_u32(b, P->alias_at[alias], (uint32_t)alias));
+        if (inp >= 0) CASE("stored plan: alias to a graph input", put_u32(b, P->alias_at[alias], (uint32_t)inp));
+        CASE("stored plan: alias with an offset", put_u64(b, P->offset_at[alias], 64));
+    }
+}
 
 static void crafted(const char *name, const uint8_t *good, size_t len, const char *path) {
     const struct layout *L;
@@ -337,14 +519,6 @@ static void crafted(const char *name, const uint8_t *good, size_t len, const cha
     struct kiln_artifact_header h;
     memcpy(&h, good, sizeof h);
     char what[256];
-#define CASE(desc, edit)                                                   \
-    do {                                                                   \
-        memcpy(b, good, len);                                              \
-        size_t blen = len;                                                 \
-        edit;                                                              \
-        snprintf(what, sizeof what, "%s: %s", name, desc);                 \
-        expect_rejected(what, path, b, blen);                              \
-    } while (0)
 
     /* the good plan itself loads and runs */
     expect_no_crash(name, path, good, len);
@@ -375,14 +549,27 @@ static void crafted(const char *name, const uint8_t *good, size_t len, const cha
     CASE("weights_len 2^64-1", put_u64(b, HDR_AT(weights_len), UINT64_MAX));
     /* with a packed-weights section after it, a longer weight section only
      * reaches into the padding before that section: still valid */
-    if (!h.n_packed) CASE("weights_len past the end", put_u64(b, HDR_AT(weights_len), h.weights_len + 1));
+    if (!h.n_packed && !h.n_plans) CASE("weights_len past the end", put_u64(b, HDR_AT(weights_len), h.weights_len + 1));
     if (h.n_packed) {
         CASE("packed_off not page aligned", put_u64(b, HDR_AT(packed_off), h.packed_off + 64));
         CASE("packed_off past the end", put_u64(b, HDR_AT(packed_off), h.packed_off + 4096));
         CASE("packed_off inside the weights", put_u64(b, HDR_AT(packed_off), h.weights_off));
-        CASE("packed_len past the end", put_u64(b, HDR_AT(packed_len), h.packed_len + 1));
+        if (!h.n_plans) CASE("packed_len past the end", put_u64(b, HDR_AT(packed_len), h.packed_len + 1));
+        else CASE("packed_len into the stored plans", put_u64(b, HDR_AT(packed_len), h.plans_off - h.packed_off + 1));
         CASE("n_packed huge", put_u32(b, HDR_AT(n_packed), 0xffffffffu));
         CASE("n_packed beyond the index", put_u32(b, HDR_AT(n_packed), h.n_packed + 1000));
+    }
+    if (h.n_plans) {
+        CASE("plans_off not 64-byte aligned", put_u64(b, HDR_AT(plans_off), h.plans_off + 8));
+        CASE("plans_off past the end", put_u64(b, HDR_AT(plans_off), len + 64));
+        CASE("plans_off inside the weights", put_u64(b, HDR_AT(plans_off), h.weights_off));
+        CASE("plans_off 2^64-64", put_u64(b, HDR_AT(plans_off), UINT64_MAX - 63));
+        CASE("plans_len past the end", put_u64(b, HDR_AT(plans_len), h.plans_len + 1));
+        CASE("plans_len short by one", put_u64(b, HDR_AT(plans_len), h.plans_len - 1);
+             put_u64(b, HDR_AT(file_size), len - 1); blen = len - 1);
+        CASE("n_plans huge", put_u32(b, HDR_AT(n_plans), 0xffffffffu));
+        CASE("n_plans one more", put_u32(b, HDR_AT(n_plans), h.n_plans + 1));
+        CASE("n_plans 0 with a section", put_u32(b, HDR_AT(n_plans), 0));
     }
     CASE("n_batch_sizes huge", put_u32(b, HDR_AT(n_batch_sizes), 0xFFFFFFFFu));
     /* a plan cut short, with file_size agreeing: the graph section is short */
@@ -467,23 +654,26 @@ static void crafted(const char *name, const uint8_t *good, size_t len, const cha
         memcpy(&nin, good + L->n_inputs_at, 4);
         if (nin >= 2) CASE("graph input listed twice", put_u32(b, L->inputs_at + 4, (uint32_t)inp));
     }
-#undef CASE
+    stored_plan_cases(name, good, len, path, b, L);
     free(b);
 }
+
+#undef CASE
 
 /* every truncation of the header and graph section; a sample of the weights */
 static void truncations(const char *name, const uint8_t *good, size_t len, const char *path) {
     struct kiln_artifact_header h;
     memcpy(&h, good, sizeof h);
     char what[256];
-    size_t meta_end = (size_t)(h.meta_off + h.meta_len);
-    for (size_t cut = 0; cut < len; cut += cut < meta_end ? 1 : (len - meta_end) / 7 + 1) {
+    size_t meta_end = (size_t)(h.meta_off + h.meta_len), plans_at = h.n_plans ? (size_t)h.plans_off : len;
+    /* every byte of the header, graph and stored plans; a sample in between */
+    for (size_t cut = 0; cut < len; cut += cut < meta_end || cut >= plans_at ? 1 : (plans_at - meta_end) / 7 + 1) {
         snprintf(what, sizeof what, "%s cut to %zu of %zu bytes", name, cut, len);
         expect_rejected(what, path, good, cut);
     }
 }
 
-/* one bit flip, and 0xFF, at every byte of the header and graph section */
+/* one bit flip, and 0xFF, at every byte of the header, graph and stored-plans sections */
 static void flips(const char *name, const uint8_t *good, size_t len, const char *path) {
     struct kiln_artifact_header h;
     memcpy(&h, good, sizeof h);
@@ -491,7 +681,8 @@ static void flips(const char *name, const uint8_t *good, size_t len, const char 
     uint8_t *b = malloc(len);
     if (!b) return;
     char what[256];
-    for (size_t i = 8; i < meta_end && i < len; i++) {   /* the magic is the bad-magic case above */
+    size_t plans_at = h.n_plans ? (size_t)h.plans_off : len;
+    for (size_t i = 8; i < len; i = i + 1 == meta_end ? plans_at : i + 1) {   /* the magic: bad-magic case above */
         for (int kind = 0; kind < 2; kind++) {
             memcpy(b, good, len);
             uint8_t was = b[i];

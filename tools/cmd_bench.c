@@ -86,7 +86,8 @@ static void print_profile(const kiln_session *s) {
     double total = 0;
     for (int32_t i = 0; i < n; i++) total += e[i].total_ms;
     int64_t calls = n && e[0].calls ? e[0].calls : 1;
-    printf("profile: %d steps, %.3f ms per run in steps\n", n, total / (double)calls);
+    printf("profile: %d steps, %.3f ms per run in steps (plan: %s)\n", n, total / (double)calls,
+           kiln_session_plan_stored(s) ? "stored" : "built");
     kiln_profile_entry *byop = calloc((size_t)n + 1, sizeof *byop);
     int32_t nb = 0;
     for (int32_t i = 0; byop && i < n; i++) {
@@ -386,6 +387,7 @@ struct instance {
     kiln_status st;
     kiln_error err;
     double first_run;
+    int plan_stored;             /* the first run took the .kiln's stored plan */
     pthread_t tid;
 };
 
@@ -401,6 +403,7 @@ static void *instance_run(void *arg) {
     double f0 = tf_now_ms();
     in->st = kiln_session_run(in->s, ins, n_in, in->outs, n_out, &in->err);
     in->first_run = tf_now_ms() - f0;
+    in->plan_stored = kiln_session_plan_stored(in->s);
     for (int w = 1; !in->st && w < o->warmup; w++) in->st = kiln_session_run(in->s, ins, n_in, in->outs, n_out, &in->err);
     if (o->instances) pthread_barrier_wait(&in->sh->start);   /* even after a failure: no one waits forever */
     double start = tf_now_ms();
@@ -631,7 +634,9 @@ int kiln_cmd_bench(int argc, char **argv) {
         }
         int n = 0;
         double first_run = 0;
+        int plan_stored = n_inst > 0;
         for (int i = 0; i < n_inst; i++) {
+            plan_stored &= inst[i].plan_stored;
             memcpy(all + n, inst[i].lat, (size_t)inst[i].n * sizeof *all);
             n += inst[i].n;
             if (inst[i].first_run > first_run) first_run = inst[i].first_run;
@@ -656,8 +661,11 @@ int kiln_cmd_bench(int argc, char **argv) {
         mem_take(&bm.ran);
         double load_ms = t_load + t_session + r.first_run;
         if (!reported_load++)   /* once: later rows share the load and session */
-            fprintf(stderr, "kiln bench: load %.1f ms = model load %.1f + session%s %.1f + first run at batch %lld %.1f\n",
-                    load_ms, t_load, o.instances ? "s" : "", t_session, (long long)r.batch, r.first_run);
+            fprintf(stderr,
+                    "kiln bench: load %.1f ms = model load %.1f + session%s %.1f + first run at batch %lld "
+                    "%.1f (plan: %s)\n",
+                    load_ms, t_load, o.instances ? "s" : "", t_session, (long long)r.batch, r.first_run,
+                    plan_stored ? "stored" : "built");
         if (o.json) {
             print_json(&o, label, &r, load_ms, threads, &bm);
             continue;

@@ -2,6 +2,9 @@
  * pipeline with a report, optionally lowers the precision (int8 with
  * calibration, bf16; docs/precision.md), and writes the compiled plan. */
 #include "cmd.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
 #include "input_sets.h"
 #include "kiln.h"
 #include "tensor_file.h"
@@ -15,6 +18,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Progress of a long compile on a terminal: one stderr line rewritten with
+ * \r, nothing when stderr is a file or pipe (logs stay clean). */
+struct progress {
+    bool tty;
+    bool shown;
+    struct timespec t0;
+};
+
+static void progress_line(struct progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress_line(struct progress *p, const char *fmt, ...) {
+    if (!p->tty) return;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    double s = (double)(t.tv_sec - p->t0.tv_sec) + (double)(t.tv_nsec - p->t0.tv_nsec) / 1e9;
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\r\033[Kkiln compile: %s (%.1f s)", msg, s);
+    fflush(stderr);
+    p->shown = true;
+}
+
+/* Ends the progress line so the next message starts on a clean line. */
+static void progress_done(struct progress *p) {
+    if (p->tty && p->shown) fprintf(stderr, "\r\033[K");
+    p->shown = false;
+}
+
+static void plan_progress(void *user, int32_t done, int32_t total) {
+    progress_line(user, "planning batch sizes %d/%d", done, total);
+}
+
+static void calib_progress(void *user, const char *stage, int32_t done, int32_t total) {
+    progress_line(user, "%s %d/%d", stage, done, total);
+}
 
 static void usage(void) {
     fprintf(stderr,
@@ -74,6 +117,7 @@ struct int8_opts {
     int32_t max_sets, matmuls;
     double min_cosine;
     struct image_norm norm;
+    struct progress *prog;
 };
 
 /* Calibrates on the input sets in o->dir and rewrites m's graph to int8. */
@@ -89,19 +133,26 @@ static int quantize_int8(struct kiln_model *m, const struct int8_opts *o) {
     int32_t n_ranges = m->onnx.graph->n_values;
     if (kiln_calibrate(m, (const kiln_tensor *const *)sets.sets, sets.n_sets, &o->calib, &ranges,
                        &err)) {
+        progress_done(o->prog);
         fprintf(stderr, "kiln compile: calibration: %s\n", err.msg);
         rc = 1;
     } else {
+        progress_done(o->prog);
         struct kiln_quant_options qo = {.weight_max = kiln_cpu_has_int8_dot() ? 127 : 64,
-                                        .matmuls = o->matmuls};
+                                        .matmuls = o->matmuls,
+                                        .progress = calib_progress,
+                                        .progress_user = o->prog};
         struct kiln_quant_stats qs;
         char **keep = NULL;
         double cos = 1;
         int32_t tried = 0;
-        if (o->min_cosine > 0 &&
-            kiln_int8_choose(m, ranges, &qo, (const kiln_tensor *const *)sets.sets,
-                             sets.n_sets < 4 ? sets.n_sets : 4, o->min_cosine, &keep, &cos, &tried,
-                             &err)) {
+        kiln_status cs = o->min_cosine > 0
+                             ? kiln_int8_choose(m, ranges, &qo, (const kiln_tensor *const *)sets.sets,
+                                                sets.n_sets < 4 ? sets.n_sets : 4, o->min_cosine, &keep,
+                                                &cos, &tried, &err)
+                             : KILN_OK;
+        progress_done(o->prog);
+        if (cs) {
             fprintf(stderr, "kiln compile: int8: choosing layers: %s\n", err.msg);
             rc = 1;
         } else if (keep) {
@@ -235,12 +286,19 @@ int kiln_cmd_compile(int argc, char **argv) {
         fprintf(stderr, "kiln compile: warning: bf16 not supported on this CPU (%s): compiling fp32\n", f);
         precision = "fp32";
     }
+    struct progress prog = {.tty = isatty(2) == 1};
+    clock_gettime(CLOCK_MONOTONIC, &prog.t0);
+    q8.prog = &prog;
+    q8.calib.progress = calib_progress;
+    q8.calib.progress_user = &prog;
     const char *after = dump && !strncmp(dump, "after=", 6) ? dump + 6 : dump;
     kiln_load_options lo = kiln_load_options_default();
     lo.no_optimize = 1;
     kiln_error err;
     kiln_model *m;
+    progress_line(&prog, "loading %s", in);
     if (kiln_model_load(in, &lo, &m, &err)) {
+        progress_done(&prog);
         fprintf(stderr, "kiln compile: %s\n", err.msg);
         return 1;
     }
@@ -249,15 +307,22 @@ int kiln_cmd_compile(int argc, char **argv) {
     if (report) printf("%-18s %8s %8s %9s\n", "pass", "before", "after", "rewrites");
     for (const struct kiln_pass *p = kiln_default_passes; p->name; p++) {
         struct kiln_pass_stats st = {.nodes_before = g->n_nodes};
+        progress_line(&prog, "pass %s", p->name);
         if (p->run(g, &st, &err)) {
+            progress_done(&prog);
             fprintf(stderr, "kiln compile: pass %s: %s\n", p->name, err.msg);
             kiln_model_free(m);
             return 1;
         }
-        if (report) printf("%-18s %8d %8d %9d\n", p->name, st.nodes_before, g->n_nodes, st.rewrites);
+        if (report) {
+            progress_done(&prog);
+            printf("%-18s %8d %8d %9d\n", p->name, st.nodes_before, g->n_nodes, st.rewrites);
+            fflush(stdout);
+        }
         if (after && (!strcmp(after, p->name) || !strcmp(after, "all")))
             kiln_graph_dump(g, stdout);
     }
+    progress_done(&prog);
     int rc = 0;
     if (!strcmp(precision, "int8")) rc = quantize_int8(m, &q8);
     else if (!strcmp(precision, "bf16")) {
@@ -292,12 +357,24 @@ int kiln_cmd_compile(int argc, char **argv) {
         printf("weights: %lld values, %lld bytes\n", (long long)ms.n_params, (long long)ms.param_bytes);
     }
     if (out) {
-        if (kiln_model_save_plan_precision(m, out, n_batches ? batches : NULL, n_batches, precision,
-                                           &err)) {
+        struct kiln_save_plan_opts so = {.precision = precision, .progress = plan_progress, .user = &prog};
+        kiln_status ss = kiln_model_save_plan_ex(m, out, n_batches ? batches : NULL, n_batches, &so, &err);
+        progress_done(&prog);
+        if (ss) {
             fprintf(stderr, "kiln compile: %s\n", err.msg);
             rc = 1;
         } else {
-            fprintf(stderr, "kiln compile: wrote %s\n", out);
+            if (report) {
+                if (!so.n_planned)
+                    printf("stored plans: none (an input has an open dim other than the batch dim, "
+                           "or the graph runs dynamically)\n");
+                for (int32_t i = 0; i < so.n_planned; i++)
+                    printf("batch %d: arena %llu bytes (%.1f MiB), %.3g GFLOPs\n", so.batch[i],
+                           (unsigned long long)so.arena_bytes[i], (double)so.arena_bytes[i] / (1 << 20),
+                           so.flops[i] / 1e9);
+            }
+            fprintf(stderr, "kiln compile: wrote %s (%d stored plan%s)\n", out, so.n_planned,
+                    so.n_planned == 1 ? "" : "s");
         }
     }
     kiln_model_free(m);

@@ -364,8 +364,10 @@ kiln_status kiln_activation_apply(const struct kiln_node *n, struct kiln_value *
                                   kiln_error *err) {
     const struct kiln_activation *a = &n->act;
     if (a->kind == KILN_ACT_NONE || !out) return KILN_OK;
+    /* the passes fuse only into float outputs: anything else came from a
+     * damaged or hostile .kiln file */
     if (out->dtype != KILN_DTYPE_FLOAT)
-        return kiln_op_fail(err, KILN_ERR_INTERNAL, n, "fused activation on a %s output",
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "fused activation on a %s output",
                             kiln_dtype_name(out->dtype));
     float *x = out->data;
     int64_t len = kiln_value_numel(out);

@@ -196,6 +196,9 @@ kiln_status kiln_calibrate(struct kiln_model *m, const kiln_tensor *const *sets,
                     goto done;
                 }
         for (int32_t si = 0; si < n_sets; si++) {
+            if (opt->progress)
+                opt->progress(opt->progress_user, passes == 2 && pass == 0 ? "calibrating (ranges)"
+                              : passes == 2 ? "calibrating (histograms)" : "calibrating", si, n_sets);
             if ((st = kiln_session_run(s, sets[si], n_in, outs, n_outs, err))) {
                 kiln_fail_prefix(err, st, "calibration input set %d", si);
                 goto done;
@@ -371,6 +374,7 @@ kiln_status kiln_int8_choose(struct kiln_model *m, const struct kiln_calib_range
             cands[n_cand++].name = n->name;
     }
     /* everything int8 first: often good enough */
+    if (o->progress) o->progress(o->progress_user, "int8: checking the all-int8 model", 0, 1);
     if ((st = eval_variant(path, ranges, o, NULL, sets, n_sets, &ref, &noise, err))) goto done;
     ++*n_tried;
     if (1 - noise < target && n_cand > 0) {
@@ -380,6 +384,7 @@ kiln_status kiln_int8_choose(struct kiln_model *m, const struct kiln_calib_range
             for (int32_t j = 0; j < n_cand; j++)
                 if (j != c) ex[k++] = cands[j].name;
             ex[k] = NULL;
+            if (o->progress) o->progress(o->progress_user, "int8: ranking layers", c + 1, n_cand);
             if ((st = eval_variant(path, ranges, o, ex, sets, 1, &ref, &cands[c].noise, err))) goto done;
             ++*n_tried;
         }
@@ -392,6 +397,7 @@ kiln_status kiln_int8_choose(struct kiln_model *m, const struct kiln_calib_range
         for (;;) {
             for (int32_t c = 0; c < n_ex; c++) ex[c] = cands[c].name;
             ex[n_ex] = NULL;
+            if (o->progress) o->progress(o->progress_user, "int8: checking with layers kept in fp32", n_ex, n_cand);
             if ((st = eval_variant(path, ranges, o, ex, sets, n_sets, &ref, &noise, err))) goto done;
             ++*n_tried;
             if (1 - noise >= target || n_ex == n_cand) break;

@@ -27,6 +27,9 @@ struct kiln_calib_options {
     int32_t method;              /* enum kiln_calibrator */
     double  percentile;          /* e.g. 99.99 (percentile only) */
     int32_t n_threads;           /* 0: all cores */
+    /* called before each calibration run (may be NULL): for a progress line */
+    void  (*progress)(void *user, const char *stage, int32_t done, int32_t total);
+    void   *progress_user;
 };
 
 /* Observed float range of one value; lo > hi when it was never observed.
@@ -68,6 +71,9 @@ struct kiln_quant_options {
     int32_t skip_depthwise;      /* 1: depthwise convolutions stay float */
     const char *const *exclude;  /* node names that stay float (NULL-terminated), or NULL */
     int32_t no_bias_correction;  /* 1: keep the float bias as is (see quantize.c) */
+    /* kiln_int8_choose: called before each variant it evaluates (may be NULL) */
+    void  (*progress)(void *user, const char *stage, int32_t done, int32_t total);
+    void   *progress_user;
 };
 
 /* Mixed precision: which candidates to keep in float so that the int8

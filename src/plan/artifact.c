@@ -10,6 +10,7 @@
 #include "base/status.h"
 #include "ops/op.h"
 #include "passes/passes.h"
+#include "plan/plan.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -142,6 +143,37 @@ static void w_graph(struct wbuf *m, struct wbuf *wts, const struct kiln_graph *g
     }
 }
 
+/* One stored plan (docs/kiln-format.md, "Stored plans"). */
+static void w_plan(struct wbuf *b, const struct kiln_plan *p, int32_t batch) {
+    uint64_t flops_bits;
+    memcpy(&flops_bits, &p->flops, 8);
+    w_i32(b, batch);
+    w_i32(b, p->activation_layout);
+    w_u64(b, p->arena_bytes);
+    w_u64(b, flops_bits);
+    w_u32(b, (uint32_t)p->n_values);
+    for (int32_t v = 0; v < p->n_values; v++) {
+        const struct kiln_value *pv = &p->vals[v];
+        uint8_t kl[4] = {p->kind[v], pv->layout, 0, 0};
+        w_bytes(b, kl, 4);
+        w_i32(b, pv->dtype);
+        w_i32(b, pv->rank);
+        for (int32_t r = 0; r < pv->rank; r++) w_i64(b, pv->dims[r]);
+        w_i32(b, p->alias[v]);
+        w_u64(b, p->kind[v] == KILN_VK_ARENA ? p->offset[v] : 0);
+        if (p->kind[v] == KILN_VK_FOLDED) {
+            /* data 64-byte aligned in the section (which is 64-byte aligned in the
+             * file): shape inference reads it in place when the file is checked */
+            static const uint8_t zeros[WALIGN];
+            w_u64(b, pv->nbytes);
+            w_bytes(b, zeros, (WALIGN - b->len % WALIGN) % WALIGN);
+            w_bytes(b, pv->data, pv->nbytes);
+        }
+    }
+    w_u32(b, (uint32_t)p->n_steps);
+    for (int32_t i = 0; i < p->n_steps; i++) w_i32(b, p->steps[i].node);
+}
+
 static kiln_status sha256_file(const char *path, uint8_t out[32], kiln_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return kiln_fail(err, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -231,6 +263,27 @@ kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_p
         h.file_size = h.packed_off + h.packed_len;
     }
 
+    /* stored plans: after everything else, 64-byte aligned */
+    struct wbuf pl = {0};
+    for (int32_t i = 0; info && info->plans && i < info->n_plans && h.n_plans < KILN_ARTIFACT_MAX_PLANS; i++) {
+        if (!info->plans[i] || info->plans[i]->dynamic) continue;
+        w_plan(&pl, info->plans[i], info->plan_batches ? info->plan_batches[i] : 0);
+        h.n_plans++;
+    }
+    if (pl.oom) {
+        free(meta.p);
+        free(wts.p);
+        free(pk.p);
+        free(pl.p);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: serializing stored plans", out_path);
+    }
+    uint64_t before_plans = h.file_size;
+    if (h.n_plans) {
+        h.plans_off = (h.file_size + WALIGN - 1) / WALIGN * WALIGN;
+        h.plans_len = pl.len;
+        h.file_size = h.plans_off + h.plans_len;
+    }
+
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp%d", out_path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
@@ -246,6 +299,10 @@ kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_p
         size_t pad2 = (size_t)(h.packed_off - h.weights_off - h.weights_len);
         ok = fwrite(zeros, 1, pad2, f) == pad2 && fwrite(pk.p, 1, pk.len, f) == pk.len;
     }
+    if (ok && h.n_plans) {
+        size_t pad3 = (size_t)(h.plans_off - before_plans);
+        ok = fwrite(zeros, 1, pad3, f) == pad3 && fwrite(pl.p, 1, pl.len, f) == pl.len;
+    }
     ok = (fclose(f) == 0) && ok;
     /* write-then-rename: a crash never leaves a half-written plan under the real name */
     if (!ok || rename(tmp, out_path) != 0) {
@@ -256,6 +313,7 @@ done:
     free(meta.p);
     free(wts.p);
     free(pk.p);
+    free(pl.p);
     return s;
 }
 
@@ -535,7 +593,7 @@ kiln_status kiln_artifact_map(const char *path, struct kiln_artifact *out, kiln_
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return kiln_fail(err, KILN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size < (off_t)sizeof(struct kiln_artifact_header)) {
+    if (fstat(fd, &st) != 0 || st.st_size < (off_t)KILN_ARTIFACT_V3_HEADER_SIZE) {
         close(fd);
         return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: too short for a kiln plan", path);
     }
@@ -553,31 +611,140 @@ kiln_status kiln_artifact_map(const char *path, struct kiln_artifact *out, kiln_
     return s;
 }
 
+/* Reads and checks the stored-plans section (sec, len bytes) against graph g. */
+static kiln_status r_plans(const uint8_t *sec, size_t len, uint32_t n_plans, const struct kiln_graph *g,
+                           const char *label, struct kiln_artifact *out, kiln_error *err) {
+    out->plans = calloc(n_plans, sizeof *out->plans);
+    if (!out->plans) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: stored plans", label);
+    struct rbuf b = {.p = sec, .len = len, .label = label};
+    for (uint32_t i = 0; i < n_plans; i++) {
+        struct kiln_stored_plan *sp = &out->plans[i];
+        out->n_plans = (int32_t)i + 1;
+        uint32_t nv, ns;
+        uint64_t flops_bits;
+        const char *field = "header";
+        if (!r_i32(&b, &sp->batch) || !r_i32(&b, &sp->activation_layout) ||
+            !r_u64(&b, &sp->arena_bytes) || !r_u64(&b, &flops_bits) || !r_u32(&b, &nv))
+            goto bad;
+        memcpy(&sp->flops, &flops_bits, 8);
+        field = "n_values";
+        if (nv != (uint32_t)g->n_values) goto bad;
+        sp->n_values = (int32_t)nv;
+        size_t n1 = nv ? nv : 1;
+        sp->vals = calloc(n1, sizeof *sp->vals);
+        sp->kind = calloc(n1, 1);
+        sp->alias = calloc(n1, sizeof *sp->alias);
+        sp->offset = calloc(n1, sizeof *sp->offset);
+        if (!sp->vals || !sp->kind || !sp->alias || !sp->offset)
+            return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: stored plans", label);
+        for (uint32_t v = 0; v < nv; v++) {
+            struct kiln_value *pv = &sp->vals[v];
+            uint8_t kl[4];
+            field = "value kind";
+            if (!r_bytes(&b, kl, 4) || kl[0] > KILN_VK_ALIAS || kl[2] || kl[3]) goto bad;
+            sp->kind[v] = kl[0];
+            pv->layout = kl[1];
+            field = "value shape";
+            if (!r_i32(&b, (int32_t *)&pv->dtype) || !r_i32(&b, &pv->rank) || pv->rank < 0 ||
+                pv->rank > KILN_MAX_RANK)
+                goto bad;
+            for (int32_t r = 0; r < pv->rank; r++)
+                if (!r_i64(&b, &pv->dims[r]) || pv->dims[r] < 0) goto bad;
+            field = "value alias";
+            if (!r_i32(&b, &sp->alias[v]) || sp->alias[v] < -1 || sp->alias[v] >= (int32_t)nv ||
+                (sp->kind[v] == KILN_VK_ALIAS) != (sp->alias[v] >= 0))
+                goto bad;
+            field = "value offset";
+            if (!r_u64(&b, &sp->offset[v]) || (sp->kind[v] != KILN_VK_ARENA && sp->offset[v])) goto bad;
+            if (sp->kind[v] == KILN_VK_FOLDED) {
+                uint64_t nb;
+                field = "folded data";
+                if (!r_u64(&b, &nb)) goto bad;
+                for (size_t pad = (WALIGN - b.off % WALIGN) % WALIGN; pad > 0; pad--)
+                    if (b.off >= b.len || b.p[b.off++]) goto bad;
+                if (nb > b.len - b.off) goto bad;
+                pv->data = (void *)(b.p + b.off);   /* borrowed from the mapping */
+                pv->nbytes = (size_t)nb;
+                b.off += (size_t)nb;
+            }
+        }
+        field = "steps";
+        if (!r_u32(&b, &ns) || ns > (uint32_t)g->n_nodes || (size_t)ns * 4 > b.len - b.off) goto bad;
+        sp->n_steps = (int32_t)ns;
+        sp->steps = malloc((ns ? ns : 1) * sizeof *sp->steps);
+        if (!sp->steps) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: stored plans", label);
+        for (uint32_t k = 0; k < ns; k++) r_i32(&b, &sp->steps[k]);
+        kiln_status s = kiln_plan_check_stored(g, sp, label, err);
+        if (s) return s;
+        for (uint32_t k = 0; k < i; k++)
+            if (!strcmp(out->plans[k].key, sp->key) && out->plans[k].activation_layout == sp->activation_layout)
+                return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                                 "%s: corrupt plan (stored plans %u and %u are for the same input shapes)",
+                                 label, k, i);
+        continue;
+    bad:
+        return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (stored plan %u: %s invalid near byte %zu of the section)",
+                         label, i, field, b.off);
+    }
+    if (b.off != b.len)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (%zu stray bytes after the stored plans)",
+                         label, b.len - b.off);
+    return KILN_OK;
+}
+
+static void free_plans(struct kiln_artifact *a) {
+    for (int32_t i = 0; i < a->n_plans; i++) kiln_stored_plan_clear(&a->plans[i]);
+    free(a->plans);
+    a->plans = NULL;
+    a->n_plans = 0;
+}
+
 kiln_status kiln_artifact_parse(const uint8_t *data, size_t len, const char *label,
                                 struct kiln_artifact *out, kiln_error *err) {
     struct kiln_artifact_header h;
-    if (len < sizeof h) return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: too short for a kiln plan", label);
-    memcpy(&h, data, sizeof h);
+    if (len < KILN_ARTIFACT_V3_HEADER_SIZE)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: too short for a kiln plan", label);
+    memset(&h, 0, sizeof h);
+    memcpy(&h, data, KILN_ARTIFACT_V3_HEADER_SIZE);
     if (memcmp(h.magic, KILN_ARTIFACT_MAGIC, 8))
         return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: not a kiln plan (bad magic)", label);
     if (h.endian_check != 0x01020304u)
         return kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: plan was written on a machine of the other endianness", label);
-    if (h.format_version != KILN_ARTIFACT_VERSION)
-        return kiln_fail(err, KILN_ERR_UNSUPPORTED, "%s: plan format version %u, this kiln reads %u",
+    /* version 3 is version 4 without stored plans: its header ends before n_plans */
+    if (h.format_version != KILN_ARTIFACT_VERSION && h.format_version != 3)
+        return kiln_fail(err, KILN_ERR_UNSUPPORTED,
+                         "%s: plan format version %u, this kiln reads versions 3 and %u: recompile it "
+                         "with kiln compile",
                          label, h.format_version, KILN_ARTIFACT_VERSION);
-    if (h.header_size != sizeof h || h.file_size != len || h.meta_off != sizeof h ||
+    size_t hsize = h.format_version == 3 ? KILN_ARTIFACT_V3_HEADER_SIZE : sizeof h;
+    if (len < hsize) return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: too short for a kiln plan", label);
+    memcpy(&h, data, hsize);
+    if (h.header_size != hsize || h.file_size != len || h.meta_off != hsize ||
         h.meta_len > len - h.meta_off || h.weights_off % PAGE || h.weights_off > len ||
         h.weights_len > len - h.weights_off || h.weights_off < h.meta_off + h.meta_len ||
         h.n_batch_sizes > KILN_ARTIFACT_MAX_BATCHES)
         return kiln_fail(err, KILN_ERR_BAD_MODEL,
                          "%s: corrupt plan header (sections do not fit the %zu-byte file)", label, len);
+    /* optional sections follow in order: packed weights, stored plans; the last one ends the file */
+    uint64_t end = h.weights_off + h.weights_len;
     if (h.n_packed > (1u << 16) ||
-        (h.n_packed && (h.packed_off % PAGE || h.packed_off < h.weights_off + h.weights_len ||
-                        h.packed_off > len || h.packed_len > len - h.packed_off ||
-                        h.packed_off + h.packed_len != len)) ||
-        (!h.n_packed && h.weights_off + h.weights_len != len))
+        (h.n_packed && (h.packed_off % PAGE || h.packed_off < end || h.packed_off > len ||
+                        h.packed_len > len - h.packed_off)))
         return kiln_fail(err, KILN_ERR_BAD_MODEL,
                          "%s: corrupt plan header (packed-weights section does not fit)", label);
+    if (h.n_packed) end = h.packed_off + h.packed_len;
+    if (h.n_plans > KILN_ARTIFACT_MAX_PLANS || (!h.n_plans && (h.plans_off || h.plans_len)) ||
+        (h.n_plans && (h.plans_off % WALIGN || h.plans_off < end || h.plans_off > len ||
+                       h.plans_len > len - h.plans_off)))
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: corrupt plan header (n_plans %u, plans_off or plans_len: stored-plans "
+                         "section does not fit)",
+                         label, h.n_plans);
+    if (h.n_plans) end = h.plans_off + h.plans_len;
+    if (end != len)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: corrupt plan header (the last section ends at byte %llu of the %zu-byte file)",
+                         label, (unsigned long long)end, len);
     h.cpu_features[sizeof h.cpu_features - 1] = '\0';
     h.precision[sizeof h.precision - 1] = '\0';
     struct rbuf b = {.p = data + h.meta_off, .len = (size_t)h.meta_len,
@@ -617,6 +784,19 @@ kiln_status kiln_artifact_parse(const uint8_t *data, size_t len, const char *lab
         }
         out->n_packed = (int32_t)h.n_packed;
     }
+    out->n_plans = 0;
+    out->plans = NULL;
+    if (h.n_plans) {
+        kiln_status ps = r_plans(data + h.plans_off, (size_t)h.plans_len, h.n_plans, g, label, out, err);
+        if (ps) {
+            free_plans(out);
+            free(out->packed);
+            out->packed = NULL;
+            out->n_packed = 0;
+            kiln_graph_free(g);
+            return ps;
+        }
+    }
     out->graph = g;
     out->header = h;
     return KILN_OK;
@@ -633,4 +813,5 @@ void kiln_artifact_unmap(struct kiln_artifact *a) {
     free(a->packed);
     a->packed = NULL;
     a->n_packed = 0;
+    free_plans(a);
 }

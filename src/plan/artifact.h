@@ -4,8 +4,11 @@
 
 #include "ir/graph.h"
 
+#include <stddef.h>
+
 #define KILN_ARTIFACT_MAGIC "KILNPLAN"
-#define KILN_ARTIFACT_VERSION 3u   /* 2: nodes carry sum_input; 3: pre-packed weights section */
+#define KILN_ARTIFACT_VERSION 4u   /* 2: nodes carry sum_input; 3: pre-packed weights section;
+                                      4: stored plans per batch size */
 #define KILN_ARTIFACT_MAX_BATCHES 16
 
 /* Fixed-size header at offset 0, little-endian. */
@@ -26,7 +29,17 @@ struct kiln_artifact_header {
     uint32_t n_packed;             /* pre-packed weight blocks */
     uint64_t packed_off;           /* page-aligned; 0 when n_packed is 0 */
     uint64_t packed_len;
+    /* since version 4 (a version 3 header ends here) */
+    uint32_t n_plans;              /* stored plans, one per compiled input shape */
+    uint32_t reserved;
+    uint64_t plans_off;            /* 64-byte aligned; 0 when n_plans is 0 */
+    uint64_t plans_len;
 };
+#define KILN_ARTIFACT_V3_HEADER_SIZE offsetof(struct kiln_artifact_header, n_plans)
+#define KILN_ARTIFACT_MAX_PLANS 64
+
+struct kiln_plan;
+struct kiln_stored_plan;
 
 /* One weight tensor pre-packed into a kernel's layout. In the file: an index
  * of these (value id, key length, bytes, data offset, key offset; offsets
@@ -45,6 +58,9 @@ struct kiln_artifact_info {
     const int32_t *batch_sizes;
     int32_t n_packed;
     const struct kiln_artifact_packed *packed;
+    int32_t n_plans;               /* plans to store (static ones; dynamic plans are skipped) */
+    const struct kiln_plan *const *plans;
+    const int32_t *plan_batches;
 };
 
 struct kiln_artifact {
@@ -52,6 +68,8 @@ struct kiln_artifact {
     struct kiln_graph *graph;      /* constants borrow from the mapping */
     int32_t n_packed;
     struct kiln_artifact_packed *packed;   /* point into the mapping; array owned */
+    int32_t n_plans;
+    struct kiln_stored_plan *plans;        /* checked against graph; folded data in the mapping */
     void  *map;
     size_t map_len;
 };

@@ -428,6 +428,7 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
     p->steps = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->steps);
     int32_t *remaining = calloc((size_t)(nv ? nv : 1), sizeof *remaining);
     p->max_io = kiln_graph_max_io(g);
+    p->activation_layout = o->activation_layout;
     p->io_in = calloc((size_t)p->max_io, sizeof *p->io_in);
     p->io_out = calloc((size_t)p->max_io, sizeof *p->io_out);
     p->io_vals = calloc((size_t)p->max_io * 2, sizeof *p->io_vals);
@@ -581,6 +582,303 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
     return KILN_OK;
 fail:
     free(remaining);
+    kiln_plan_free(p);
+    return s;
+}
+
+/* ---- stored plans (.kiln) ----------------------------------------------------- */
+
+void kiln_stored_plan_clear(struct kiln_stored_plan *sp) {
+    if (!sp) return;
+    free(sp->key);
+    free(sp->vals);
+    free(sp->kind);
+    free(sp->alias);
+    free(sp->offset);
+    free(sp->steps);
+    memset(sp, 0, sizeof *sp);
+}
+
+static bool same_shape(const struct kiln_value *a, const struct kiln_value *b) {
+    if (a->dtype != b->dtype || a->rank != b->rank) return false;
+    for (int32_t r = 0; r < a->rank; r++)
+        if (a->dims[r] != b->dims[r]) return false;
+    return true;
+}
+
+#define BAD(...) do { s = kiln_fail(err, KILN_ERR_BAD_MODEL, __VA_ARGS__); goto done; } while (0)
+
+kiln_status kiln_plan_check_stored(const struct kiln_graph *g, struct kiln_stored_plan *sp,
+                                   const char *label, kiln_error *err) {
+    const int32_t nv = g->n_values, b = sp->batch;
+    kiln_status s = KILN_OK;
+    int32_t *prod = NULL, *first = NULL, *last = NULL, *arena_v = NULL;
+    bool *is_step = NULL;
+    struct kiln_value *tin = NULL, *tout = NULL;
+    const struct kiln_value **in = NULL;
+    struct kiln_value **outv = NULL;
+    int32_t max_io = kiln_graph_max_io(g);
+    if (sp->n_values != nv)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: corrupt plan (stored plan for batch %d: n_values %d, the graph has %d)",
+                         label, b, sp->n_values, nv);
+    if (sp->activation_layout < 0 || sp->activation_layout > 3)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: corrupt plan (stored plan for batch %d: activation_layout %d)", label, b,
+                         sp->activation_layout);
+    if (sp->n_steps < 0 || sp->n_steps > g->n_nodes)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: corrupt plan (stored plan for batch %d: n_steps %d, the graph has %d nodes)",
+                         label, b, sp->n_steps, g->n_nodes);
+    if (!(sp->flops >= 0) || sp->flops > 1e30)
+        return kiln_fail(err, KILN_ERR_BAD_MODEL, "%s: corrupt plan (stored plan for batch %d: flops %g)",
+                         label, b, sp->flops);
+    size_t n1 = (size_t)(nv ? nv : 1), nn1 = (size_t)(g->n_nodes ? g->n_nodes : 1);
+    prod = malloc(n1 * sizeof *prod);
+    first = malloc(n1 * sizeof *first);
+    last = malloc(n1 * sizeof *last);
+    arena_v = malloc(n1 * sizeof *arena_v);
+    is_step = calloc(nn1, sizeof *is_step);
+    tin = calloc((size_t)max_io, sizeof *tin);
+    tout = calloc((size_t)max_io, sizeof *tout);
+    in = calloc((size_t)max_io, sizeof *in);
+    outv = calloc((size_t)max_io, sizeof *outv);
+    if (!prod || !first || !last || !arena_v || !is_step || !tin || !tout || !in || !outv) {
+        s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: stored plan", label);
+        goto done;
+    }
+    /* steps: unfolded nodes in graph order */
+    for (int32_t i = 0; i < sp->n_steps; i++) {
+        int32_t ni = sp->steps[i];
+        if (ni < 0 || ni >= g->n_nodes || (i && ni <= sp->steps[i - 1]))
+            BAD("%s: corrupt plan (stored plan for batch %d: step %d names node %d)", label, b, i, ni);
+        is_step[ni] = true;
+    }
+    for (int32_t v = 0; v < nv; v++) prod[v] = -1;
+    for (int32_t ni = 0; ni < g->n_nodes; ni++) {
+        const struct kiln_node *n = &g->nodes[ni];
+        if (!n->op || (n->op->flags & KILN_OP_SUBGRAPH))
+            BAD("%s: corrupt plan (stored plan for batch %d: node '%s' cannot be planned)", label, b, n->name);
+        for (int32_t j = 0; j < n->n_outputs; j++)
+            if (n->outputs[j] >= 0) prod[n->outputs[j]] = ni;
+    }
+    /* each value: its kind follows from its role; bytes from its shape */
+    for (int32_t v = 0; v < nv; v++) {
+        const struct kiln_value_info *vi = &g->values[v];
+        struct kiln_value *pv = &sp->vals[v];
+        int k = sp->kind[v];
+        int want = vi->is_const ? KILN_VK_CONST : vi->is_input ? KILN_VK_INPUT
+                 : prod[v] < 0 ? KILN_VK_NONE : is_step[prod[v]] ? KILN_VK_ARENA : KILN_VK_FOLDED;
+        if (k != want && !(want == KILN_VK_ARENA && k == KILN_VK_ALIAS))
+            BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' has kind %d, want %d)",
+                label, b, v, vi->name, k, want);
+        if (pv->layout > KILN_LAYOUT_BLOCKED8 ||
+            (pv->layout && (k == KILN_VK_CONST || k == KILN_VK_INPUT || k == KILN_VK_FOLDED ||
+                            pv->dtype != KILN_DTYPE_FLOAT || pv->rank < 3 || pv->rank > 5 ||
+                            (pv->layout == KILN_LAYOUT_BLOCKED8 && pv->dims[1] % 8))))
+            BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' layout %d)", label, b, v,
+                vi->name, pv->layout);
+        if (k == KILN_VK_NONE) continue;
+        size_t bytes;
+        if (!kiln_value_bytes(pv, &bytes) || (k == KILN_VK_FOLDED && bytes != pv->nbytes))
+            BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' shape or byte count)", label,
+                b, v, vi->name);
+        pv->nbytes = bytes;
+        if (k == KILN_VK_CONST) {
+            if (!same_shape(pv, &vi->v))
+                BAD("%s: corrupt plan (stored plan for batch %d: constant %d '%s' shape differs from "
+                    "the graph's)", label, b, v, vi->name);
+            pv->data = vi->v.data;
+        }
+        if (k == KILN_VK_INPUT) {
+            bool ok = pv->dtype == vi->v.dtype && (!vi->has_shape || pv->rank == vi->v.rank);
+            for (int32_t r = 0; ok && vi->has_shape && r < pv->rank; r++)
+                if (vi->v.dims[r] >= 0 && vi->v.dims[r] != pv->dims[r]) ok = false;
+            if (!ok)
+                BAD("%s: corrupt plan (stored plan for batch %d: input '%s' shape differs from the "
+                    "declared one)", label, b, vi->name);
+        }
+        if (k == KILN_VK_ARENA && sp->offset[v] % KILN_ALIGN)
+            BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' offset %llu not %d-byte "
+                "aligned)", label, b, v, vi->name, (unsigned long long)sp->offset[v], KILN_ALIGN);
+        if (k == KILN_VK_ARENA &&
+            (sp->offset[v] > sp->arena_bytes || bytes > sp->arena_bytes - sp->offset[v]))
+            BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' at offset %llu + %zu bytes "
+                "outside the %llu-byte arena)", label, b, v, vi->name,
+                (unsigned long long)sp->offset[v], bytes, (unsigned long long)sp->arena_bytes);
+    }
+    for (int32_t j = 0; j < g->n_outputs; j++) {
+        int32_t v = g->outputs[j];
+        if (sp->kind[v] == KILN_VK_NONE || sp->vals[v].layout)
+            BAD("%s: corrupt plan (stored plan for batch %d: graph output '%s' kind or layout)", label,
+                b, g->values[v].name);
+    }
+    /* aliases: the planner's two rules (views; in place over a dying input) */
+    for (int32_t v = 0; v < nv; v++) {
+        if (sp->kind[v] != KILN_VK_ALIAS) continue;
+        const struct kiln_node *n = &g->nodes[prod[v]];
+        int32_t i0 = n->n_inputs > 0 ? n->inputs[0] : -1;
+        bool ok = n->outputs[0] == v && i0 >= 0 && sp->alias[v] == i0 &&
+                  sp->vals[v].layout == sp->vals[i0].layout;
+        int32_t r = i0, hops = 0;
+        while (ok && r >= 0 && sp->kind[r] == KILN_VK_ALIAS && hops++ <= nv) r = sp->alias[r];
+        ok = ok && r >= 0 && r < nv && sp->kind[r] != KILN_VK_ALIAS;
+        bool distinct = true;
+        for (int32_t j = 1; ok && j < n->n_inputs; j++)
+            if (n->inputs[j] >= 0) {
+                int32_t q = n->inputs[j], h = 0;
+                while (sp->kind[q] == KILN_VK_ALIAS && h++ <= nv) q = sp->alias[q];
+                if (q == r) distinct = false;
+            }
+        if (ok)
+            ok = ((n->op->flags & KILN_OP_VIEW) && sp->vals[v].nbytes == sp->vals[i0].nbytes &&
+                  sp->kind[r] != KILN_VK_NONE) ||
+                 ((n->op->flags & KILN_OP_INPLACE) && sp->kind[r] == KILN_VK_ARENA && distinct &&
+                  sp->vals[v].nbytes == sp->vals[r].nbytes && sp->vals[v].dtype == sp->vals[i0].dtype);
+        if (!ok)
+            BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' alias %d breaks the "
+                "planner's rules)", label, b, v, g->values[v].name, sp->alias[v]);
+    }
+    /* shapes: what shape inference says, node by node, with the stored folded data */
+    for (int32_t ni = 0; ni < g->n_nodes; ni++) {
+        const struct kiln_node *n = &g->nodes[ni];
+        for (int32_t j = 0; j < n->n_inputs; j++) {
+            int32_t v = n->inputs[j];
+            in[j] = NULL;
+            if (v < 0) continue;
+            tin[j] = sp->vals[v];
+            if (sp->kind[v] != KILN_VK_CONST && sp->kind[v] != KILN_VK_FOLDED) tin[j].data = NULL;
+            in[j] = &tin[j];
+        }
+        for (int32_t j = 0; j < n->n_outputs; j++) {
+            memset(&tout[j], 0, sizeof tout[j]);
+            outv[j] = n->outputs[j] >= 0 ? &tout[j] : NULL;
+        }
+        kiln_error ierr;
+        kiln_status is = n->op->infer(n, in, n->n_inputs, outv, n->n_outputs, &ierr);
+        bool ok = is == KILN_OK;
+        for (int32_t j = 0; ok && j < n->n_outputs; j++)
+            if (outv[j] && !same_shape(outv[j], &sp->vals[n->outputs[j]])) ok = false;
+        if (!ok)
+            BAD("%s: corrupt plan (stored plan for batch %d: node '%s' output shapes disagree with "
+                "shape inference)", label, b, n->name);
+    }
+    /* liveness: buffers that live at the same time do not share bytes */
+    for (int32_t v = 0; v < nv; v++) first[v] = last[v] = -1;
+    for (int32_t si = 0; si < sp->n_steps; si++) {
+        const struct kiln_node *n = &g->nodes[sp->steps[si]];
+        for (int32_t j = 0; j < n->n_inputs + n->n_outputs; j++) {
+            int32_t v = j < n->n_inputs ? n->inputs[j] : n->outputs[j - n->n_inputs], h = 0;
+            if (v < 0) continue;
+            while (sp->kind[v] == KILN_VK_ALIAS && h++ <= nv) v = sp->alias[v];
+            if (j >= n->n_inputs && first[v] < 0) first[v] = si;
+            if (last[v] < si) last[v] = si;
+        }
+    }
+    int32_t na = 0;
+    for (int32_t v = 0; v < nv; v++)
+        if (sp->kind[v] == KILN_VK_ARENA && sp->vals[v].nbytes) arena_v[na++] = v;
+    for (int32_t j = 0; j < g->n_outputs; j++) {
+        int32_t v = g->outputs[j], h = 0;
+        while (sp->kind[v] == KILN_VK_ALIAS && h++ <= nv) v = sp->alias[v];
+        last[v] = sp->n_steps;
+    }
+    for (int32_t x = 0; x < na; x++)
+        for (int32_t y = x + 1; y < na; y++) {
+            int32_t u = arena_v[x], w = arena_v[y];
+            if (last[u] < first[w] || last[w] < first[u]) continue;
+            if (sp->offset[u] < sp->offset[w] + sp->vals[w].nbytes &&
+                sp->offset[w] < sp->offset[u] + sp->vals[u].nbytes)
+                BAD("%s: corrupt plan (stored plan for batch %d: values '%s' and '%s' are live at "
+                    "once and overlap in the arena)", label, b, g->values[u].name, g->values[w].name);
+        }
+    /* the signature a session looks it up by */
+    size_t klen = 0, kcap = 0;
+    free(sp->key);
+    sp->key = NULL;
+    for (int32_t i = 0; i < g->n_inputs; i++) shape_key_append(&sp->key, &klen, &kcap, &sp->vals[g->inputs[i]]);
+    if (!sp->key && !(sp->key = strdup(""))) s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: stored plan", label);
+done:
+    free(prod);
+    free(first);
+    free(last);
+    free(arena_v);
+    free(is_step);
+    free(tin);
+    free(tout);
+    free(in);
+    free(outv);
+    return s;
+}
+#undef BAD
+
+kiln_status kiln_plan_from_stored(const struct kiln_graph *g, const struct kiln_stored_plan *sp,
+                                  const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
+                                  struct kiln_plan **out, kiln_error *err) {
+    *out = NULL;
+    if (sp->arena_bytes > o->max_arena_bytes)
+        return kiln_fail(err, KILN_ERR_LIMIT,
+                         "%s: activations need %llu bytes at these input shapes, over the memory "
+                         "limit of %llu bytes",
+                         o->label, (unsigned long long)sp->arena_bytes,
+                         (unsigned long long)o->max_arena_bytes);
+    for (int32_t v = 0; v < sp->n_values; v++)
+        if (sp->kind[v] != KILN_VK_NONE && sp->vals[v].nbytes > o->max_tensor_bytes)
+            return kiln_fail(err, KILN_ERR_LIMIT,
+                             "%s: value '%s' has %zu bytes, over the tensor size limit of %llu bytes",
+                             o->label, g->values[v].name, sp->vals[v].nbytes,
+                             (unsigned long long)o->max_tensor_bytes);
+    struct kiln_plan *p = calloc(1, sizeof *p);
+    if (!p) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
+    int32_t nv = sp->n_values;
+    size_t n1 = (size_t)(nv ? nv : 1);
+    p->n_values = nv;
+    p->vals = malloc(n1 * sizeof *p->vals);
+    p->kind = malloc(n1);
+    p->alias = malloc(n1 * sizeof *p->alias);
+    p->offset = malloc(n1 * sizeof *p->offset);
+    p->steps = calloc((size_t)(sp->n_steps ? sp->n_steps : 1), sizeof *p->steps);
+    p->max_io = kiln_graph_max_io(g);
+    p->io_in = calloc((size_t)p->max_io, sizeof *p->io_in);
+    p->io_out = calloc((size_t)p->max_io, sizeof *p->io_out);
+    p->io_vals = calloc((size_t)p->max_io * 2, sizeof *p->io_vals);
+    p->key = strdup(sp->key ? sp->key : "");
+    kiln_status s = KILN_OK;
+    if (!p->vals || !p->kind || !p->alias || !p->offset || !p->steps || !p->io_in || !p->io_out ||
+        !p->io_vals || !p->key) {
+        s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
+        goto fail;
+    }
+    if (nv) memcpy(p->kind, sp->kind, (size_t)nv);
+    for (int32_t v = 0; v < nv; v++) {
+        p->vals[v] = sp->vals[v];
+        p->alias[v] = sp->alias[v];
+        p->offset[v] = (size_t)sp->offset[v];
+        if (p->kind[v] != KILN_VK_CONST) p->vals[v].data = NULL;
+    }
+    for (int32_t v = 0; v < nv; v++) {
+        if (p->kind[v] != KILN_VK_FOLDED) continue;
+        /* the plan owns its folded data (kiln_plan_free) */
+        if (!(p->vals[v].data = kiln_aligned_alloc(p->vals[v].nbytes))) {
+            s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: plan", o->label);
+            goto fail;
+        }
+        if (p->vals[v].nbytes) memcpy(p->vals[v].data, sp->vals[v].data, p->vals[v].nbytes);
+    }
+    p->n_steps = sp->n_steps;
+    for (int32_t i = 0; i < sp->n_steps; i++) p->steps[i].node = sp->steps[i];
+    p->arena_bytes = (size_t)sp->arena_bytes;
+    p->flops = sp->flops;
+    p->activation_layout = sp->activation_layout;
+    p->stored = true;
+    if (o->prepare) {
+        s = prepare_steps(p, g, o, ctx, err);
+        if (!s) s = plan_conversions(p, g, o, err);
+        if (s) goto fail;
+    }
+    *out = p;
+    return KILN_OK;
+fail:
     kiln_plan_free(p);
     return s;
 }

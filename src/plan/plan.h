@@ -56,6 +56,8 @@ struct kiln_plan {
     const struct kiln_value **io_in;   /* scratch argument arrays of max_io entries, */
     struct kiln_value **io_out;        /* so running a plan allocates nothing */
     struct kiln_value *io_vals;        /* 2 * max_io: plain copies for converted steps */
+    int32_t  activation_layout;  /* the layout request it was planned with */
+    bool     stored;             /* taken from a .kiln file's stored plan, not planned */
 };
 
 /* Copies float32 data between plain (N, C, spatial) and v->layout. */
@@ -80,6 +82,39 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
                             const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
                             struct kiln_plan **out, kiln_error *err);
 void kiln_plan_free(struct kiln_plan *p);
+
+/* A plan stored in a .kiln file (plan/artifact.c, docs/kiln-format.md):
+ * what kiln_plan_build computes before it builds kernels. Arrays are owned;
+ * a folded value's data points into the file's mapping. */
+struct kiln_stored_plan {
+    int32_t   batch;
+    int32_t   activation_layout;
+    char     *key;               /* input shape signature (set by kiln_plan_check_stored) */
+    int32_t   n_values;
+    struct kiln_value *vals;     /* dtype, shape, layout, nbytes */
+    uint8_t  *kind;
+    int32_t  *alias;
+    uint64_t *offset;
+    int32_t   n_steps;
+    int32_t  *steps;             /* node index of each step, in run order */
+    uint64_t  arena_bytes;
+    double    flops;
+};
+
+/* Checks an untrusted stored plan against graph g: value kinds match each
+ * value's role, shapes agree with shape inference over the graph, steps are
+ * the unfolded nodes in order, aliases follow the planner's rules, every
+ * arena buffer lies inside the arena and no two live at once share bytes.
+ * KILN_ERR_BAD_MODEL naming `label` and the field on failure. */
+kiln_status kiln_plan_check_stored(const struct kiln_graph *g, struct kiln_stored_plan *sp,
+                                   const char *label, kiln_error *err);
+/* Builds a session plan from a checked stored plan: no shape inference,
+ * folding or arena layout, only kernels (prepare). o->prepare must be 1 and
+ * o->activation_layout equal to sp's. */
+kiln_status kiln_plan_from_stored(const struct kiln_graph *g, const struct kiln_stored_plan *sp,
+                                  const struct kiln_plan_options *o, struct kiln_exec_ctx *ctx,
+                                  struct kiln_plan **out, kiln_error *err);
+void kiln_stored_plan_clear(struct kiln_stored_plan *sp);
 
 /* Allocates (64-byte aligned) storage for v->nbytes; NULL on failure. */
 void *kiln_aligned_alloc(size_t bytes);

@@ -117,6 +117,30 @@ static kiln_status load_plan(const char *path, const kiln_load_options *opts, ki
         kiln_model_free(m);
         return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: model", path);
     }
+    /* stored plans and packed weights fit the CPU features they were compiled
+     * for: on another CPU the plans are rebuilt at first run (layouts differ)
+     * and kernels that want other weight layouts pack their own copies */
+    const char *here = kiln_cpu_features_str();
+    if (strcmp(m->art.header.cpu_features, here) && (m->art.n_plans || m->art.n_packed)) {
+        m->plans_foreign = true;
+        size_t wl = strlen(path) + strlen(here) + sizeof m->art.header.cpu_features + 200;
+        char was[sizeof m->art.header.cpu_features];
+        /* the file's bytes, shown printable */
+        for (size_t i = 0; i < sizeof was; i++) {
+            char c = m->art.header.cpu_features[i];
+            was[i] = c && (c < 32 || c > 126) ? '?' : c;
+        }
+        char plans[64] = "";
+        if (m->art.n_plans)
+            snprintf(plans, sizeof plans, "%d stored plan%s re-planned at first run, ", m->art.n_plans,
+                     m->art.n_plans == 1 ? "" : "s");
+        if ((m->warning = malloc(wl)))
+            snprintf(m->warning, wl,
+                     "%s: compiled for CPU features '%s', this CPU has '%s': %sweights re-packed where "
+                     "kernels need it",
+                     path, was, here, plans);
+        if (m->warning) fprintf(stderr, "kiln: warning: %s\n", m->warning);
+    }
     /* pre-packed weights are used straight from the mapping: every process
      * shares them through the page cache. A kernel that wants another layout
      * (another CPU) misses the cache and packs its own copy. */
@@ -133,6 +157,8 @@ static kiln_status load_plan(const char *path, const kiln_load_options *opts, ki
 }
 
 int32_t kiln_model_is_plan(const kiln_model *m) { return m && m->from_plan; }
+
+const char *kiln_model_warning(const kiln_model *m) { return m ? m->warning : NULL; }
 
 struct packed_list {
     const struct kiln_graph *g;
@@ -161,15 +187,19 @@ static void collect_packed(const void *src, const void *key, size_t key_len, con
     l->e[l->n++] = (struct kiln_artifact_packed){value, key, key_len, buf, bytes};
 }
 
-/* Plans the model at each batch size so its kernels pack their weights into
- * the model's cache; skipped when an input has an open dim other than the
- * leading batch dim (no shape to plan for). */
-static void pack_for_batches(const struct kiln_model *m, const int32_t *batches, int32_t n) {
+/* Plans the model at each batch size: its kernels pack their weights into the
+ * model's cache, and the plans are stored in the file. Skipped when an input
+ * has an open dim other than the leading batch dim (no shape to plan for).
+ * Batch sizes that give the same input shapes (a static batch dim) plan once. */
+static int32_t plan_batches(const struct kiln_model *m, const int32_t *batches, int32_t n,
+                            struct kiln_plan **plans, int32_t *planned_batch,
+                            struct kiln_save_plan_opts *o) {
     const struct kiln_graph *g = m->onnx.graph;
-    int32_t one = 1;
+    int32_t one = 1, np = 0;
     if (!batches || n <= 0) batches = &one, n = 1;
-    if (g->n_inputs > 256) return;
-    for (int32_t b = 0; b < n; b++) {
+    if (g->n_inputs > 256) return 0;
+    for (int32_t b = 0; b < n && np < KILN_ARTIFACT_MAX_PLANS; b++) {
+        if (o && o->progress) o->progress(o->user, b, n);
         struct kiln_value in[256];
         for (int32_t i = 0; i < g->n_inputs; i++) {
             const struct kiln_value_info *vi = &g->values[g->inputs[i]];
@@ -178,7 +208,7 @@ static void pack_for_batches(const struct kiln_model *m, const int32_t *batches,
             in[i].rank = vi->v.rank;
             for (int32_t r = 0; r < vi->v.rank; r++) {
                 in[i].dims[r] = vi->v.dims[r] >= 0 ? vi->v.dims[r] : r == 0 ? batches[b] : -1;
-                if (in[i].dims[r] < 0 || !vi->has_shape) return;
+                if (in[i].dims[r] < 0 || !vi->has_shape) return np;
             }
         }
         struct kiln_exec_ctx ctx = {.n_threads = 1, .model_label = m->label, .wcache = m->wcache};
@@ -186,35 +216,67 @@ static void pack_for_batches(const struct kiln_model *m, const int32_t *batches,
                                        .max_tensor_bytes = m->opts.max_tensor_bytes, .label = m->label};
         struct kiln_plan *p = NULL;
         kiln_error perr;
-        if (kiln_plan_build(g, in, &po, &ctx, &p, &perr) == KILN_OK) kiln_plan_free(p);
+        if (kiln_plan_build(g, in, &po, &ctx, &p, &perr) != KILN_OK) continue;
+        bool dup = p->dynamic;
+        for (int32_t k = 0; k < np && !dup; k++) dup = !strcmp(plans[k]->key, p->key);
+        if (dup) {
+            kiln_plan_free(p);
+            continue;
+        }
+        plans[np] = p;
+        planned_batch[np++] = g->n_inputs && in[0].rank ? (int32_t)in[0].dims[0] : batches[b];
     }
+    if (o && o->progress) o->progress(o->user, n, n);
+    return np;
 }
 
 kiln_status kiln_model_save_plan(const kiln_model *m, const char *path, const int32_t *batch_sizes,
                                  int32_t n_batch_sizes, kiln_error *err) {
-    return kiln_model_save_plan_precision(m, path, batch_sizes, n_batch_sizes, "fp32", err);
+    return kiln_model_save_plan_ex(m, path, batch_sizes, n_batch_sizes, NULL, err);
 }
 
 kiln_status kiln_model_save_plan_precision(const kiln_model *m, const char *path,
                                            const int32_t *batch_sizes, int32_t n_batch_sizes,
                                            const char *precision, kiln_error *err) {
+    struct kiln_save_plan_opts o = {.precision = precision};
+    return kiln_model_save_plan_ex(m, path, batch_sizes, n_batch_sizes, &o, err);
+}
+
+kiln_status kiln_model_save_plan_ex(const kiln_model *m, const char *path, const int32_t *batch_sizes,
+                                    int32_t n_batch_sizes, struct kiln_save_plan_opts *o,
+                                    kiln_error *err) {
     kiln_error_clear(err);
     if (!m || !path) return kiln_fail(err, KILN_ERR_INVALID_ARG, "kiln_model_save_plan: NULL argument");
-    pack_for_batches(m, batch_sizes, n_batch_sizes);
+    struct kiln_plan *plans[KILN_ARTIFACT_MAX_PLANS];
+    int32_t planned[KILN_ARTIFACT_MAX_PLANS];
+    int32_t np = plan_batches(m, batch_sizes, n_batch_sizes, plans, planned, o);
+    if (o) {
+        o->n_planned = np;
+        for (int32_t i = 0; i < np; i++) {
+            o->batch[i] = planned[i];
+            o->arena_bytes[i] = plans[i]->arena_bytes;
+            o->flops[i] = plans[i]->flops;
+        }
+    }
     struct packed_list pl = {.g = m->onnx.graph};
     kiln_wcache_visit(m->wcache, collect_packed, &pl);
+    kiln_status s;
     if (pl.oom) {
-        free(pl.e);
-        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: packed weights", path);
+        s = kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: packed weights", path);
+    } else {
+        struct kiln_artifact_info info = {.precision = o && o->precision ? o->precision : "fp32",
+                                          .n_batch_sizes = batch_sizes ? n_batch_sizes : 0,
+                                          .batch_sizes = batch_sizes,
+                                          .n_packed = pl.n,
+                                          .packed = pl.e,
+                                          .n_plans = np,
+                                          .plans = (const struct kiln_plan *const *)plans,
+                                          .plan_batches = planned};
+        const char *src = m->from_plan || m->from_buffer ? NULL : m->label;
+        s = kiln_artifact_write(m->onnx.graph, src, &info, path, err);
     }
-    struct kiln_artifact_info info = {.precision = precision ? precision : "fp32",
-                                      .n_batch_sizes = batch_sizes ? n_batch_sizes : 0,
-                                      .batch_sizes = batch_sizes,
-                                      .n_packed = pl.n,
-                                      .packed = pl.e};
-    const char *src = m->from_plan || m->from_buffer ? NULL : m->label;
-    kiln_status s = kiln_artifact_write(m->onnx.graph, src, &info, path, err);
     free(pl.e);
+    for (int32_t i = 0; i < np; i++) kiln_plan_free(plans[i]);
     return s;
 }
 
@@ -261,6 +323,7 @@ void kiln_model_free(kiln_model *m) {
     kiln_wcache_free(m->wcache);
     kiln_graph_free(m->art.graph);
     kiln_artifact_unmap(&m->art);
+    free(m->warning);
     free(m->label);
     free(m);
 }

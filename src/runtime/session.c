@@ -134,6 +134,22 @@ void kiln_session_free(kiln_session *s) {
 
 uint64_t kiln_session_arena_bytes(const kiln_session *s) { return s ? s->arena_bytes : 0; }
 
+int32_t kiln_session_plan_stored(const kiln_session *s) {
+    return s && s->n_plans && s->plans[0]->stored;
+}
+
+/* The .kiln file's stored plan for these input shapes, when this session may
+ * use it: same CPU features, same layout request, fast kernels. */
+static const struct kiln_stored_plan *stored_plan_for(const struct kiln_session *s, const char *key) {
+    const struct kiln_model *m = s->model;
+    if (!m->from_plan || m->plans_foreign || s->opts.reference_kernels) return NULL;
+    for (int32_t i = 0; i < m->art.n_plans; i++) {
+        const struct kiln_stored_plan *sp = &m->art.plans[i];
+        if (sp->activation_layout == s->opts.activation_layout && !strcmp(sp->key, key)) return sp;
+    }
+    return NULL;
+}
+
 int32_t kiln_session_profile(const kiln_session *s, kiln_profile_entry *entries, int32_t max) {
     if (!s || !s->n_plans) return 0;
     const struct kiln_plan *p = s->plans[0];
@@ -580,7 +596,9 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor *inputs, int32_t
                                        .max_arena_bytes = m->opts.max_arena_bytes,
                                        .max_tensor_bytes = m->opts.max_tensor_bytes,
                                        .label = m->label};
-        st = kiln_plan_build(g, bound, &po, &ctx, &p, err);
+        const struct kiln_stored_plan *sp = stored_plan_for(s, key);
+        st = sp ? kiln_plan_from_stored(g, sp, &po, &ctx, &p, err)
+                : kiln_plan_build(g, bound, &po, &ctx, &p, err);
         if (st) return st;
         if (p->arena_bytes > s->arena_bytes) {
             void *na = kiln_aligned_alloc(p->arena_bytes);
