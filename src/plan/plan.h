@@ -35,6 +35,10 @@ struct kiln_step {
      * operand j, or NULL when that operand is already plain. */
     bool    convert;
     bool    kernel_plain;        /* the fast kernel was built for plain operands */
+    uint8_t lop;                 /* enum kiln_layout_op: runs on laid-out operands itself */
+    int8_t  lop_arg;             /* KILN_LOP_CHAN_BINARY: enum kiln_layout_binary; */
+    int8_t  lop_big;             /*   and which input has the output's shape */
+    char    impl[112];           /* kernel.impl with "+reorders" for converted steps */
     double  prof_ms;             /* accumulated time when the session profiles */
     int64_t prof_calls;
     void  **cl_tmp;
@@ -58,9 +62,40 @@ struct kiln_plan {
     struct kiln_value *io_vals;        /* 2 * max_io: plain copies for converted steps */
 };
 
-/* Copies float32 data between plain (N, C, spatial) and v->layout. */
+/* Copies float32 data between plain (N, C, spatial) and v->layout
+ * (from_plain zeroes a blocked value's padding lanes). */
 void kiln_layout_to_plain(const struct kiln_value *v, const float *src, float *dst);
 void kiln_layout_from_plain(const struct kiln_value *v, const float *src, float *dst);
+
+/* How a step runs on operands in the planner's layouts (plan.c, layout_ops.c). */
+enum kiln_layout_op {
+    KILN_LOP_NONE = 0,      /* the op's kernel (plain operands, or layout-aware itself) */
+    KILN_LOP_FLAT,          /* elementwise over padded blocked operands: flat views */
+    KILN_LOP_CONCAT,        /* Concat along channels: kiln_layout_concat */
+    KILN_LOP_CHAN_BINARY,   /* binary op with a per-channel operand: kiln_layout_chan_binary */
+};
+enum kiln_layout_binary { KILN_LBIN_ADD, KILN_LBIN_SUB, KILN_LBIN_MUL, KILN_LBIN_DIV };
+
+/* Channel count as stored: rounded up to whole blocks for KILN_LAYOUT_BLOCKED8. */
+int64_t kiln_layout_channels(const struct kiln_value *v);
+/* Floats v occupies in its layout (padding included). */
+int64_t kiln_layout_storage_numel(const struct kiln_value *v);
+/* Position of plain element (n, c, flattened spatial s) in v's layout. */
+int64_t kiln_layout_index(const struct kiln_value *v, int64_t n, int64_t c, int64_t s);
+/* Zeroes the padding lanes of a blocked value whose C is not a multiple of 8. */
+void kiln_layout_zero_pad(const struct kiln_value *v);
+/* v as a rank-1 plain value over its whole storage (one-element values:
+ * rank 0), written to *tmp. */
+const struct kiln_value *kiln_layout_flat_view(const struct kiln_value *v, struct kiln_value *tmp);
+/* Runs a step with st->lop set (inputs and outputs bound in p->vals). */
+kiln_status kiln_layout_run_step(struct kiln_plan *p, const struct kiln_step *st,
+                                 const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                 kiln_error *err);
+/* kiln_activation_apply over v's whole storage; padding lanes stay zero. */
+kiln_status kiln_layout_activation(const struct kiln_node *n, struct kiln_value *v, kiln_error *err);
+void kiln_layout_concat(const struct kiln_value *const *in, int n_in, const struct kiln_value *out);
+void kiln_layout_chan_binary(int op, bool big_first, const struct kiln_value *big,
+                             const struct kiln_value *small, const struct kiln_value *out);
 
 /* Widest input or output list of any node in g (at least 1). */
 int32_t kiln_graph_max_io(const struct kiln_graph *g);
