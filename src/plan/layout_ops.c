@@ -9,6 +9,7 @@
  * dims stay in ONNX order (N, C, spatial...); kiln_layout_index maps a plain
  * coordinate to its position in a value's layout. */
 #include "plan/plan.h"
+#include "ops/op.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -114,6 +115,37 @@ void kiln_layout_concat(const struct kiln_value *const *in, int n_in, const stru
         off += Ci;
     }
     if (!padded_written) kiln_layout_zero_pad(out);
+}
+
+void kiln_layout_pad(const struct kiln_value *x, const int64_t *pads, float value,
+                     const struct kiln_value *out) {
+    int64_t N, Ci, Si, No, Co, So;
+    split(x, &N, &Ci, &Si);
+    split(out, &No, &Co, &So);
+    const int32_t r = x->rank, nsp = r - 2;
+    const int64_t Cpi = kiln_layout_channels(x), Cpo = kiln_layout_channels(out);
+    float *y = out->data;
+    const float *xs = x->data;
+    /* everything the constant, then the input's window */
+    const int64_t total = kiln_layout_storage_numel(out);
+    for (int64_t i = 0; i < total; i++) y[i] = value;
+    int64_t ostr[KILN_MAX_RANK], off = 0;
+    ostr[nsp - 1] = 1;
+    for (int32_t i = nsp - 2; i >= 0; i--) ostr[i] = ostr[i + 1] * out->dims[3 + i];
+    for (int32_t i = 0; i < nsp; i++) off += pads[2 + i] * ostr[i];
+    const int64_t cb = pads[1];
+#pragma omp parallel for collapse(2) if (N * Ci * Si > (1 << 16))
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < Ci; c++) {
+            int64_t coord[KILN_MAX_RANK] = {0};
+            for (int64_t s = 0; s < Si; s++) {
+                int64_t so = off;
+                for (int32_t i = 0; i < nsp; i++) so += coord[i] * ostr[i];
+                y[lidx(out->layout, Co, Cpo, So, n, c + cb, so)] = xs[lidx(x->layout, Ci, Cpi, Si, n, c, s)];
+                for (int32_t i = nsp - 1; i >= 0 && ++coord[i] == x->dims[2 + i]; i--) coord[i] = 0;
+            }
+        }
+    kiln_layout_zero_pad(out);
 }
 
 static inline float bin(int op, float a, float b) {
@@ -232,6 +264,14 @@ kiln_status kiln_layout_run_step(struct kiln_plan *p, const struct kiln_step *st
     case KILN_LOP_CONCAT:
         kiln_layout_concat(in, ni, outv[0]);
         break;
+    case KILN_LOP_PAD: {
+        int64_t pads[2 * KILN_MAX_RANK];
+        const int32_t r = in[0]->rank;
+        for (int32_t i = 0; i < 2 * r; i++) pads[i] = kiln_value_get_int(in[1], i);
+        float value = ni > 2 && in[2] ? ((const float *)in[2]->data)[0] : 0.0f;
+        kiln_layout_pad(in[0], pads, value, outv[0]);
+        break;
+    }
     case KILN_LOP_CHAN_BINARY:
         kiln_layout_chan_binary(st->lop_arg, st->lop_big == 0, in[st->lop_big], in[1 - st->lop_big],
                                 outv[0]);

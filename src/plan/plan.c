@@ -153,7 +153,7 @@ done:
  * graph output, stays plain. Blocked values whose C is not a multiple of 8 pad
  * the last block with zeros, as oneDNN does. */
 
-enum layout_kind { LK_OTHER, LK_CL, LK_ELT, LK_CHAN, LK_CONCAT };
+enum layout_kind { LK_OTHER, LK_CL, LK_ELT, LK_CHAN, LK_CONCAT, LK_PAD };
 
 static bool is_cl_op(const struct kiln_node *n) {
     static const char *const ops[] = {"Conv", "ConvTranspose", "MaxPool", "AveragePool",
@@ -250,12 +250,33 @@ static bool concat_channels(const struct kiln_plan *p, const struct kiln_node *n
     return true;
 }
 
+/* Constant-mode Pad (opset 11+) of an activation with non-negative pads
+ * known at plan time, none on the batch dim (blazeface pads channels). */
+static bool pad_simple(const struct kiln_plan *p, const struct kiln_node *n) {
+    if (*n->domain || strcmp(n->op_type, "Pad") || n->opset < 11 || n->n_inputs < 2 ||
+        n->n_inputs > 3 || n->n_outputs != 1 || n->outputs[0] < 0 || n->inputs[0] < 0 ||
+        n->inputs[1] < 0 || strcmp(kiln_attr_string(n, "mode", "constant"), "constant"))
+        return false;
+    const struct kiln_value *x = &p->vals[n->inputs[0]], *pads = &p->vals[n->inputs[1]];
+    if (!is_act_value(x) || !data_known(p, n->inputs[1]) || kiln_value_numel(pads) != 2 * x->rank)
+        return false;
+    for (int32_t i = 0; i < 2 * x->rank; i++)
+        if (kiln_value_get_int(pads, i) < 0 || (i % x->rank == 0 && kiln_value_get_int(pads, i)))
+            return false;
+    if (n->n_inputs == 3 && n->inputs[2] >= 0 &&
+        (!data_known(p, n->inputs[2]) || p->vals[n->inputs[2]].dtype != KILN_DTYPE_FLOAT ||
+         kiln_value_numel(&p->vals[n->inputs[2]]) != 1))
+        return false;
+    return true;
+}
+
 static enum layout_kind layout_kind(const struct kiln_plan *p, const struct kiln_node *n) {
     int big, op;
     if (is_cl_op(n)) return LK_CL;
     if (eltwise_agnostic(p, n)) return LK_ELT;
     if (chan_binary(p, n, &big, &op)) return LK_CHAN;
     if (concat_channels(p, n)) return LK_CONCAT;
+    if (pad_simple(p, n)) return LK_PAD;
     return LK_OTHER;
 }
 
@@ -374,6 +395,9 @@ static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *
             case LK_CONCAT:   /* reads and writes any mix of layouts */
                 for (int32_t j = 0; j < n->n_inputs; j++) cap[n->inputs[j]] = 1;
                 break;
+            case LK_PAD:
+                cap[n->inputs[0]] = 1;
+                break;
             default:          /* reads plain copies; writes plain */
                 for (int32_t j = 0; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
                 break;
@@ -423,6 +447,8 @@ static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *
             st->lop_big = (int8_t)big;
         } else if (kinds[si] == LK_CONCAT) {
             st->lop = KILN_LOP_CONCAT;
+        } else if (kinds[si] == LK_PAD) {
+            st->lop = KILN_LOP_PAD;
         }
     }
     free(L); free(cap); free(unalias); free(pk); free(kinds); free(cl_src);
@@ -519,7 +545,7 @@ static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g
     for (int32_t si = 0; si < p->n_steps; si++) {
         const struct kiln_node *n = &g->nodes[p->steps[si].node];
         const uint8_t lop = p->steps[si].lop;
-        if (!n->op->prepare || lop == KILN_LOP_CONCAT || lop == KILN_LOP_CHAN_BINARY) continue;
+        if (!n->op->prepare || (lop && lop != KILN_LOP_FLAT)) continue;
         struct kiln_value flat;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];
@@ -743,8 +769,7 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
         for (int32_t si = 0; si < p->n_steps; si++) {
             struct kiln_step *st = &p->steps[si];
             const char *impl = st->kernel.impl ? st->kernel.impl : "ref";
-            if (st->lop == KILN_LOP_CONCAT || st->lop == KILN_LOP_CHAN_BINARY)
-                impl = "kiln:layout";
+            if (st->lop && st->lop != KILN_LOP_FLAT) impl = "kiln:layout";
             /* reorders: the plain copies a converted step makes */
             snprintf(st->impl, sizeof st->impl, "%s%s", impl, st->convert ? "+reorders" : "");
         }

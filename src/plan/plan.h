@@ -73,6 +73,7 @@ enum kiln_layout_op {
     KILN_LOP_FLAT,          /* elementwise over padded blocked operands: flat views */
     KILN_LOP_CONCAT,        /* Concat along channels: kiln_layout_concat */
     KILN_LOP_CHAN_BINARY,   /* binary op with a per-channel operand: kiln_layout_chan_binary */
+    KILN_LOP_PAD,           /* constant Pad, pads known, none on N: kiln_layout_pad */
 };
 enum kiln_layout_binary { KILN_LBIN_ADD, KILN_LBIN_SUB, KILN_LBIN_MUL, KILN_LBIN_DIV };
 
@@ -93,6 +94,9 @@ kiln_status kiln_layout_run_step(struct kiln_plan *p, const struct kiln_step *st
                                  kiln_error *err);
 /* kiln_activation_apply over v's whole storage; padding lanes stay zero. */
 kiln_status kiln_layout_activation(const struct kiln_node *n, struct kiln_value *v, kiln_error *err);
+/* Constant-mode Pad: pads (2 * rank, non-negative, none on dim 0) and value. */
+void kiln_layout_pad(const struct kiln_value *x, const int64_t *pads, float value,
+                     const struct kiln_value *out);
 void kiln_layout_concat(const struct kiln_value *const *in, int n_in, const struct kiln_value *out);
 void kiln_layout_chan_binary(int op, bool big_first, const struct kiln_value *big,
                              const struct kiln_value *small, const struct kiln_value *out);
