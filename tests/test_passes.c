@@ -221,6 +221,43 @@ static void test_cse(void) {
     pair_free(&p);
 }
 
+/* Tied weights: two 64x64 initializers with equal bytes are stored once and
+ * the two MatMuls reading them become one; a third that differs in one
+ * element in the middle (outside the sampled hash) stays apart. */
+static void test_cse_large_constants(void) {
+    og_model *om = og_model_new(17);
+    og_graph *g = og_model_graph(om);
+    int64_t dx[2] = {3, 64}, dw[2] = {64, 64};
+    og_input(g, "x", OG_FLOAT, 2, dx);
+    static float w[64 * 64], w3[64 * 64];
+    fill_rand(w, 64 * 64);
+    memcpy(w3, w, sizeof w);
+    w3[64 * 32 + 7] += 0.5f;
+    og_init_f32(g, "w1", 2, dw, w);
+    og_init_f32(g, "w2", 2, dw, w);
+    og_init_f32(g, "w3", 2, dw, w3);
+    og_node_add(g, "MatMul", "x,w1", "a");
+    og_node_add(g, "MatMul", "x,w2", "b");
+    og_node_add(g, "MatMul", "x,w3", "c");
+    og_node_add(g, "Add", "a,b", "ab");
+    og_node_add(g, "Add", "ab,c", "y");
+    og_output(g, "y", OG_FLOAT, 2, dx);
+    struct pair p = load_pair(om, "cse-large");
+    CHECK(count_op(p.raw, "MatMul") == 3, "unoptimized graph");
+    CHECK(count_op(p.opt, "MatMul") == 2, "MatMul over tied weights: %d after cse, want 2",
+          count_op(p.opt, "MatMul"));
+    kiln_model_stats sr, so;
+    kiln_model_stats_get(p.raw, &sr);
+    kiln_model_stats_get(p.opt, &so);
+    CHECK(so.param_bytes == 2 * 64 * 64 * 4, "weights after cse: %lld bytes, want %d (w1 once, w3)",
+          (long long)so.param_bytes, 2 * 64 * 64 * 4);
+    float x[3 * 64];
+    fill_rand(x, 3 * 64);
+    kiln_tensor in = ftensor("x", 2, dx, x);
+    check_same(&p, &in, 1, 1, "cse-large");
+    pair_free(&p);
+}
+
 /* Two If nodes with identical branches (reading x from the outer scope) are
  * never merged: subgraph attributes are not compared. */
 static void test_cse_skips_subgraphs(void) {
@@ -554,6 +591,7 @@ int main(void) {
     test_pipeline();
     test_cse();
     test_cse_skips_subgraphs();
+    test_cse_large_constants();
     test_fold_constants();
     test_fuse_residual();
     test_fuse_residual_shapes();

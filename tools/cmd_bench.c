@@ -24,6 +24,7 @@
 #include "cmd.h"
 #include "kiln.h"
 #include "tensor_file.h"
+#include "precision.h"
 
 #include "mem.h"
 
@@ -50,7 +51,10 @@ static const char USAGE[] =
     "  --layout L          convolution activations: auto (default), plain, nhwc, blocked\n"
     "  --instances N       N sessions of the model on N threads, each pinned to its own cores,\n"
     "                      timed concurrently; threads per instance = T/N (or cores/N), at least 1\n"
-    "  --price-per-hour USD  machine price: adds the cost per million inferences to each row\n";
+    "  --price-per-hour USD  machine price: adds the cost per million inferences to each row\n"
+    "  --precision fp32|bf16|int8  compile an .onnx at this precision first (as kiln compile;\n"
+    "                      bf16 falls back to fp32 without CPU support)\n"
+    "  --calibrate DIR     calibration inputs for --precision int8 (as kiln compile)\n";
 
 #define MAX_BATCHES 64
 #define MAX_SAMPLES (10 * 1000 * 1000)
@@ -65,6 +69,7 @@ struct bench_opts {
     int64_t int_lo, int_hi;
     uint64_t seed;
     struct tf_dims dims;
+    const char *precision, *calib_dir;   /* compile an .onnx on the fly */
 };
 
 static int cmp_prof(const void *a, const void *b) {
@@ -129,7 +134,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
         }
         static const char *with_value[] = {"--batch", "--threads", "--warmup", "--iters", "--seconds",
                                            "--dim", "--int-range", "--seed", "--instances",
-                                           "--price-per-hour"};
+                                           "--price-per-hour", "--precision", "--calibrate"};
         int needs = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) needs |= !strcmp(key, with_value[k]);
         if (needs && !val) {
@@ -167,7 +172,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
                 fprintf(stderr, "kiln bench: bad --price-per-hour '%s' (want a price in USD, > 0)\n", val);
                 return -1;
             }
-        } else if (!strcmp(key, "--warmup")) {
+        } else if (!strcmp(key, "--precision")) o->precision = val;
+        else if (!strcmp(key, "--calibrate")) o->calib_dir = val;
+        else if (!strcmp(key, "--warmup")) {
             if (parse_int_opt(key, val, 0, 1000000, &v)) return -1;
             o->warmup = (int)v;
         } else if (!strcmp(key, "--iters")) {
@@ -491,8 +498,13 @@ int kiln_cmd_bench(int argc, char **argv) {
     mem_take(&bm.before);
     kiln_error err;
     kiln_model *m = NULL;
+    char path[4096];
+    if (tf_precision_check("bench", o.model, o.precision, o.calib_dir)) return 2;
+    if (tf_precision_compile("bench", o.model, o.precision, o.calib_dir, NULL, path, sizeof path)) return 1;
     double t0 = tf_now_ms();
-    if (kiln_model_load(o.model, NULL, &m, &err)) {
+    kiln_status lst = kiln_model_load(path, NULL, &m, &err);
+    tf_precision_done(o.model, path);
+    if (lst) {
         fprintf(stderr, "kiln bench: cannot load model: %s\n", err.msg);
         return 1;
     }

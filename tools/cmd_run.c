@@ -7,6 +7,7 @@
 #include "kiln.h"
 #include "npy.h"
 #include "tensor_file.h"
+#include "precision.h"
 
 #include <errno.h>
 #include <math.h>
@@ -27,6 +28,8 @@ static const char USAGE[] =
     "  --threads T         intra-op threads (default: all cores of the affinity mask)\n"
     "  --top K             rows of the top-K listing for classifier outputs (default 5)\n"
     "  --reference         portable reference kernels only\n"
+    "  --precision fp32|bf16|int8  compile an .onnx at this precision first (as kiln compile)\n"
+    "  --calibrate DIR     calibration inputs for --precision int8\n"
     "image inputs: value = (pixel * scale - mean[c]) / std[c], pixel in 0..255\n"
     "  --scale S           default 1/255 for float inputs (so [0,1]), 1 for integer inputs\n"
     "  --mean R,G,B        default 0,0,0   (ImageNet: 0.485,0.456,0.406)\n"
@@ -48,6 +51,7 @@ struct run_opts {
     struct image_norm norm;
     int have_scale;
     int layout;   /* 0 auto, 1 nchw, 2 nhwc */
+    const char *precision, *calib_dir;   /* compile an .onnx on the fly */
 };
 
 /* A list of 1 or 3 numbers (one value applies to every channel). */
@@ -77,7 +81,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             } else snprintf(key, sizeof key, "%s", a);
         }
         static const char *with_value[] = {"--input", "--output", "--threads", "--dim", "--seed", "--int-range",
-                                           "--mean", "--std", "--scale", "--layout", "--top"};
+                                           "--mean", "--std", "--scale", "--layout", "--top",
+                                           "--precision", "--calibrate"};
         int needs = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) needs |= !strcmp(key, with_value[k]);
         if (needs && !val) {
@@ -98,6 +103,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             }
             o->input_args[o->n_input_args++] = val;
         } else if (!strcmp(key, "--output")) o->out_dir = val;
+        else if (!strcmp(key, "--precision")) o->precision = val;
+        else if (!strcmp(key, "--calibrate")) o->calib_dir = val;
         else if (!strcmp(key, "--threads")) {
             if (tf_parse_i64(val, &iv) || iv < 0 || iv > 4096) {
                 fprintf(stderr, "kiln run: bad --threads '%s' (want 0..4096; 0 = all cores)\n", val);
@@ -420,7 +427,18 @@ int kiln_cmd_run(int argc, char **argv) {
 
     kiln_error err;
     kiln_model *m = NULL;
-    if (kiln_model_load(o.model, NULL, &m, &err)) {
+    char path[4096];
+    if (tf_precision_check("run", o.model, o.precision, o.calib_dir)) return 2;
+    /* calibration images get the normalization this run gives its inputs */
+    char mean[96], stdv[96], scale[32];
+    snprintf(mean, sizeof mean, "%.9g,%.9g,%.9g", o.norm.mean[0], o.norm.mean[1], o.norm.mean[2]);
+    snprintf(stdv, sizeof stdv, "%.9g,%.9g,%.9g", o.norm.std[0], o.norm.std[1], o.norm.std[2]);
+    snprintf(scale, sizeof scale, "%.9g", o.have_scale ? o.norm.scale : 1.0 / 255.0);
+    const char *norm_args[] = {"--mean", mean, "--std", stdv, "--scale", scale, NULL};
+    if (tf_precision_compile("run", o.model, o.precision, o.calib_dir, norm_args, path, sizeof path)) return 1;
+    kiln_status lst = kiln_model_load(path, NULL, &m, &err);
+    tf_precision_done(o.model, path);
+    if (lst) {
         fprintf(stderr, "kiln run: cannot load model: %s\n", err.msg);
         return 1;
     }

@@ -6,9 +6,11 @@
  * layer).
  *
  * Inputs are the same when they are the same value, or two constants of the
- * same dtype, shape and bytes (small constants only: exporters emit one
- * Constant node per use of 2.0 or of an axes list). Readers of a duplicated
- * small constant are pointed at its first copy; dce frees the rest.
+ * same dtype, shape and bytes: exporters emit one Constant node per use of
+ * 2.0 or of an axes list, and tied weights (an embedding reused as the output
+ * projection, shared layers exported twice) arrive as separate initializers
+ * with equal bytes. Readers of a duplicated constant are pointed at its first
+ * copy; dce frees the rest, so the weights are stored, packed and mapped once.
  *
  * Left alone: nodes with graph attributes (If/Loop/Scan bodies are not
  * compared), unsupported ops and ops flagged KILN_OP_NO_FOLD (random ops
@@ -21,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CSE_CONST_MAX_BYTES 4096   /* constants compared by content up to this size */
+#define CSE_CONST_HASH_BYTES 4096   /* constants hashed whole up to this size */
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const uint8_t *b = p;
@@ -98,7 +100,25 @@ static uint64_t node_hash(const struct kiln_node *n) {
     return h;
 }
 
-/* Points readers of small constants at the first constant with equal contents. */
+/* Content hash of a constant: whole up to CSE_CONST_HASH_BYTES; of a larger
+ * one, its head, its tail and 256 evenly spread 8-byte samples, so hashing
+ * the weights of a big model costs nothing next to loading them. Equal hashes
+ * are then compared in full (same_value). */
+static uint64_t const_hash(const struct kiln_value *v) {
+    uint64_t h = fnv(1469598103934665603ull, &v->dtype, sizeof v->dtype);
+    h = fnv(h, v->dims, (size_t)v->rank * sizeof v->dims[0]);
+    h = fnv(h, &v->nbytes, sizeof v->nbytes);
+    if (!v->nbytes) return h;
+    const uint8_t *p = v->data;
+    if (v->nbytes <= CSE_CONST_HASH_BYTES) return fnv(h, p, v->nbytes);
+    h = fnv(h, p, 512);
+    h = fnv(h, p + v->nbytes - 512, 512);
+    size_t step = (v->nbytes - 8) / 256;
+    for (size_t k = 0; k < 256; k++) h = fnv(h, p + k * step, 8);
+    return h;
+}
+
+/* Points readers of constants at the first constant with equal contents. */
 static kiln_status canon_constants(struct kiln_graph *g, int32_t *canon, kiln_error *err) {
     int32_t n_small = 0;
     int32_t *small = malloc((size_t)(g->n_values ? g->n_values : 1) * sizeof *small);
@@ -111,12 +131,8 @@ static kiln_status canon_constants(struct kiln_graph *g, int32_t *canon, kiln_er
     for (int32_t v = 0; v < g->n_values; v++) {
         canon[v] = v;
         const struct kiln_value_info *vi = &g->values[v];
-        if (!vi->is_const || vi->outer >= 0 || vi->v.nbytes > CSE_CONST_MAX_BYTES ||
-            (vi->v.nbytes && !vi->v.data))
-            continue;
-        uint64_t h = fnv(1469598103934665603ull, &vi->v.dtype, sizeof vi->v.dtype);
-        h = fnv(h, vi->v.dims, (size_t)vi->v.rank * sizeof vi->v.dims[0]);
-        if (vi->v.nbytes) h = fnv(h, vi->v.data, vi->v.nbytes);
+        if (!vi->is_const || vi->outer >= 0 || (vi->v.nbytes && !vi->v.data)) continue;
+        uint64_t h = const_hash(&vi->v);
         for (int32_t k = 0; k < n_small; k++)
             if (hash[k] == h && same_value(&g->values[small[k]].v, &vi->v)) {
                 canon[v] = small[k];

@@ -5,8 +5,10 @@
  * A worker takes the oldest call and every later call whose non-batch dims
  * equal it, up to max_batch_size rows. It dispatches at once when the batch
  * is full or reaches a preferred size; otherwise it waits until the oldest
- * call has waited max_queue_delay_us. Calls with other shapes stay queued in
- * order. The batch is zero-padded up to the next warmed run size, run on the
+ * call has waited max_queue_delay_us. It then keeps only its share of the
+ * queue (1/instances of the queued rows). Calls with other shapes stay queued in order. A
+ * batch is trimmed to the largest warmed run size it fills; only when no
+ * prefix fills one is it zero-padded up to the next. It runs on the
  * instance's session, and each call gets its own rows back.
  */
 #include "serve/internal.h"
@@ -82,10 +84,19 @@ static bool same_shape(const struct kiln_serve_infer *a, const struct kiln_serve
     return true;
 }
 
-/* Picks calls for one execution, or returns 0 and a time to wait until.
- * Caller holds qlock. */
-static int form_batch(struct srv_version *v, int64_t now, struct srv_call **out, int64_t *rows_out,
-                      int64_t *wait_until) {
+static int64_t run_size_for(const struct srv_config *c, int64_t rows);
+
+/* (declared in internal.h) Two rules keep the tail short when compute time
+ * grows about linearly with the batch, as on CPUs
+ * (bench/serve/queue_model.py simulates the alternatives): a worker takes at
+ * most its share of the queue, 1/n_inst of the queued rows, so batches grow
+ * only once the queue is longer than the instances and the rest is left to
+ * the next instance to free up; and a batch that is not a run size is trimmed
+ * to the largest run size it fills, leaving the rest queued, rather than
+ * padded up (5 rows padded to 8 cost 8 rows of compute). When to dispatch is
+ * decided as before the cap: a full batch, a preferred size, or the delay. */
+int batcher_form_batch(struct srv_version *v, int64_t now, struct srv_call **out, int64_t *rows_out,
+                       int64_t *wait_until) {
     struct srv_call *head = v->qhead;
     int64_t mb = v->cfg.sig.max_batch_size;
     if (mb <= 0) {
@@ -94,16 +105,18 @@ static int form_batch(struct srv_version *v, int64_t now, struct srv_call **out,
         return 1;
     }
     int n = 0;
-    int64_t rows = 0;
+    int64_t rows = 0, queued_rows = 0;
     int64_t prefix_rows[4096 + 1];
     bool more_fit = false;
     for (struct srv_call *c = head; c && n < 4096; c = c->qnext) {
         if (c != head && !same_shape(head->req, c->req)) continue;
-        if (rows + c->req->batch > mb) { more_fit = true; break; }
+        queued_rows += c->req->batch;
+        if (rows + c->req->batch > mb) { more_fit = true; continue; }
+        if (more_fit) continue;                 /* keep counting the queue, take nothing more */
         out[n++] = c;
         rows += c->req->batch;
         prefix_rows[n] = rows;
-        if (rows == mb) break;
+        if (queued_rows >= mb * v->n_inst) break;
     }
     bool go = rows == mb || more_fit || v->closing || v->cfg.max_queue_delay_us == 0 ||
               now >= head->t_enqueue + v->cfg.max_queue_delay_us * 1000;
@@ -117,6 +130,16 @@ static int form_batch(struct srv_version *v, int64_t now, struct srv_call **out,
         *wait_until = head->t_enqueue + v->cfg.max_queue_delay_us * 1000;
         return 0;
     }
+    int64_t share = v->n_inst > 1 ? (queued_rows + v->n_inst - 1) / v->n_inst : mb;
+    while (n > 1 && prefix_rows[n] > share) n--;   /* the head goes whole, even above the share */
+    rows = prefix_rows[n];
+    if (run_size_for(&v->cfg, rows) != rows)
+        for (int k = n - 1; k >= 1; k--)
+            if (run_size_for(&v->cfg, prefix_rows[k]) == prefix_rows[k]) {
+                n = k;
+                rows = prefix_rows[k];
+                break;
+            }
     *rows_out = rows;
     return n;
 }
@@ -245,7 +268,7 @@ static void *worker_main(void *arg) {
         while (!v->qhead && !v->closing) pthread_cond_wait(&v->qcond, &v->qlock);
         if (!v->qhead) break;    /* closing and drained */
         int64_t rows = 0, wait_until = 0;
-        int n = form_batch(v, now_ns(), calls, &rows, &wait_until);
+        int n = batcher_form_batch(v, now_ns(), calls, &rows, &wait_until);
         if (!n) {
             struct timespec ts = {(time_t)(wait_until / 1000000000), (long)(wait_until % 1000000000)};
             pthread_cond_timedwait(&v->qcond, &v->qlock, &ts);
@@ -253,6 +276,8 @@ static void *worker_main(void *arg) {
         }
         for (int k = 0; k < n; k++) q_unlink(v, calls[k]);
         v->executing += n;
+        /* what this batch left behind is for the other idle workers */
+        if (v->qhead) pthread_cond_broadcast(&v->qcond);
         pthread_mutex_unlock(&v->qlock);
         execute(in, calls, n, rows);
         pthread_mutex_lock(&v->qlock);

@@ -201,7 +201,7 @@ kiln_status srv_config_load(const char *path, const kiln_model *m, int n_models,
     c->max_queue_size = DEFAULT_QUEUE_SIZE;
     c->instance_count = 1;
     c->warmup_iters = 1;
-    snprintf(c->precision, sizeof c->precision, "fp32");
+    snprintf(c->precision, sizeof c->precision, "auto");
     if (!derive_sig(m, path, &c->sig, err)) goto fail;
 
     json_object *root = NULL;
@@ -313,13 +313,14 @@ kiln_status srv_config_load(const char *path, const kiln_model *m, int n_models,
                 }
             } else if (!strcmp(key, "precision")) {
                 const char *s = json_object_is_type(val, json_type_string) ? json_object_get_string(val) : NULL;
-                if (!s || (strcmp(s, "fp32") && strcmp(s, "auto"))) {
+                if (!s || (strcmp(s, "fp32") && strcmp(s, "auto") && strcmp(s, "bf16") && strcmp(s, "int8"))) {
                     kiln_fail(err, KILN_ERR_BAD_MODEL,
-                              "%s: field 'precision': '%s' is not supported (this build runs fp32)", path,
+                              "%s: field 'precision': '%s' is not one of fp32, bf16, int8, auto", path,
                               s ? s : json_object_to_json_string(val));
                     goto fail_root;
                 }
-                snprintf(c->precision, sizeof c->precision, "fp32");
+                /* checked against the model, and applied, by the repository (repo.c) */
+                snprintf(c->precision, sizeof c->precision, "%s", s);
             } else if (!strcmp(key, "warmup")) {
                 if (json_object_is_type(val, json_type_boolean)) c->warmup_iters = json_object_get_boolean(val);
                 else {

@@ -204,6 +204,12 @@ struct srv_call {
     bool                   counted;   /* registered in srv->active */
 };
 
+/* Picks the queued calls (out[], at most 4096) for one execution by the
+ * calling worker and their row count, or returns 0 and the time (ns) to wait
+ * until. Caller holds v->qlock; the calls stay queued (batcher.c). */
+int batcher_form_batch(struct srv_version *v, int64_t now, struct srv_call **out,
+                       int64_t *rows_out, int64_t *wait_until);
+
 /* Store a response in the call (resp is malloc'ed and taken over). */
 void call_set_response(struct srv_call *c, int status, char *resp, size_t len, size_t header_len);
 void call_set_error(struct srv_call *c, int status, const char *fmt, ...)

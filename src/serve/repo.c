@@ -9,6 +9,10 @@
  */
 #include "serve/internal.h"
 #include "base/status.h"
+#include "backend/dnnl_qconv.h"
+#include "base/wcache.h"
+#include "passes/quantize.h"
+#include "runtime/model.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -194,6 +198,9 @@ static int64_t pick_version(const char *dir, char *path, size_t path_size) {
     return best;
 }
 
+static kiln_status apply_precision(struct kiln_server *s, struct srv_version *v, const char *model_path,
+                                   const char *cfg_path, kiln_error *err);
+
 static kiln_status load_version(struct kiln_server *s, const char *name, struct srv_version **out,
                                 kiln_error *err) {
     char dir[4096], model_path[4096], cfg_path[4200];
@@ -220,6 +227,8 @@ static kiln_status load_version(struct kiln_server *s, const char *name, struct 
     kiln_status st = kiln_model_load(model_path, NULL, &v->model, err);
     if (st) goto fail;
     st = srv_config_load(cfg_path, v->model, s->n_models_seen, s->n_cpus, &v->cfg, err);
+    if (st) goto fail;
+    st = apply_precision(s, v, model_path, cfg_path, err);
     if (st) goto fail;
     kiln_model_stats ms;
     if (kiln_model_stats_get(v->model, &ms) == KILN_OK) v->weight_bytes = (uint64_t)ms.param_bytes;
@@ -248,6 +257,51 @@ static kiln_status load_version(struct kiln_server *s, const char *name, struct 
 fail:
     version_free(v);
     return st;
+}
+
+/* The config's precision against the model: a .kiln's precision was fixed by
+ * kiln compile and must match (or be "auto"); an .onnx is served fp32, or
+ * converted to bf16 here as kiln compile would (fp32 with a warning on a CPU
+ * without bf16). int8 needs calibration data, so only a compiled plan. On
+ * success cfg.precision holds what is actually served. */
+static kiln_status apply_precision(struct kiln_server *s, struct srv_version *v, const char *model_path,
+                                   const char *cfg_path, kiln_error *err) {
+    char *want = v->cfg.precision;
+    struct kiln_model *m = v->model;
+    if (kiln_model_is_plan(m)) {
+        const char *have = m->art.header.precision[0] ? m->art.header.precision : "fp32";
+        if (strcmp(want, "auto") && strcmp(want, have))
+            return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                             "%s: field 'precision': '%s', but %s was compiled at %s (a plan's precision "
+                             "is fixed by kiln compile; use \"auto\" or recompile)",
+                             cfg_path, want, model_path, have);
+        snprintf(want, sizeof v->cfg.precision, "%s", have);
+        return KILN_OK;
+    }
+    if (!strcmp(want, "auto") || !strcmp(want, "fp32")) {
+        snprintf(want, sizeof v->cfg.precision, "fp32");
+        return KILN_OK;
+    }
+    if (!strcmp(want, "int8"))
+        return kiln_fail(err, KILN_ERR_BAD_MODEL,
+                         "%s: field 'precision': int8 needs calibration: serve a plan made with "
+                         "'kiln compile %s -o model.kiln --precision int8 --calibrate DIR' as "
+                         "<version>/model.kiln",
+                         cfg_path, model_path);
+    if (!kiln_cpu_has_bf16()) {
+        logf_(s, "%s: warning: bf16 is not supported on this CPU (%s): serving fp32", v->name,
+              kiln_cpu_features_str());
+        snprintf(want, sizeof v->cfg.precision, "fp32");
+        return KILN_OK;
+    }
+    struct kiln_quant_stats qs;
+    kiln_status st = kiln_convert_bf16(m->onnx.graph, &qs, err);
+    if (st) return st;
+    /* packed fp32 weights (none yet, but keep the invariant of kiln compile) */
+    kiln_wcache_free(m->wcache);
+    if (!(m->wcache = kiln_wcache_new())) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: weight cache", v->name);
+    logf_(s, "%s: bf16: %d Conv and %d Gemm/MatMul with bf16 weights", v->name, qs.convs, qs.matmuls);
+    return KILN_OK;
 }
 
 /* ---- model table ------------------------------------------------------------------ */

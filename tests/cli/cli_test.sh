@@ -92,5 +92,29 @@ if [ -n "$shared" ] && [ -f "$shared/models/mobilenet_v2/model.onnx" ]; then
   check "inspect a real model" 0 'input +float32 +\[batch, 3, 224, 224\]' "$kiln" inspect "$shared/models/mobilenet_v2/model.onnx"
 fi
 
+# --precision on bench/run compiles an .onnx on the fly through kiln compile
+# (temporary plans go to a TMPDIR of our own, which must be empty afterwards)
+old_tmpdir=${TMPDIR-}
+export TMPDIR=$tmp/ptmp
+mkdir -p "$TMPDIR"
+check "bench --precision bf16 compiles first" 0 'kiln compile .* --precision bf16' \
+  "$kiln" bench "$tmp/ident.onnx" --precision bf16 --iters 2 --warmup 1 --threads 1
+check "bench --precision int8 needs --calibrate" 2 'needs calibration inputs: --calibrate DIR' \
+  "$kiln" bench "$tmp/ident.onnx" --precision int8
+check "run bad --precision" 2 "bad --precision 'fp16'" "$kiln" run "$tmp/ident.onnx" --precision fp16 --random
+check "run --calibrate without int8" 2 'only used with --precision int8' "$kiln" run "$tmp/ident.onnx" --calibrate "$tmp" --random
+"$kiln" compile "$tmp/ident.onnx" -o "$tmp/ident.kiln" >/dev/null 2>&1
+check "bench --precision on a .kiln refused" 2 'already compiled' "$kiln" bench "$tmp/ident.kiln" --precision bf16
+check "failed on-the-fly compile reported" 1 'compiling .* at int8 failed' \
+  "$kiln" run "$tmp/ident.onnx" --precision int8 --calibrate "$tmp/no-such-dir" --random
+if [ -n "$shared" ] && [ -f "$shared/models/mobilenet_v2/model.onnx" ] && [ -d "$shared/images" ]; then
+  check "run --precision int8 --calibrate on a real model" 0 'int8: [0-9]+ Conv and [0-9]+ Gemm/MatMul quantized' \
+    "$kiln" run "$shared/models/mobilenet_v2/model.onnx" --precision int8 --calibrate "$shared/images" \
+    --input "$shared/images/chelsea.png" --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --threads 2
+fi
+if [ -n "$(ls -A "$TMPDIR")" ]; then echo "FAIL temporary plans left behind: $(ls "$TMPDIR")"; fails=$((fails + 1))
+else echo "ok   no temporary plan left"; fi
+if [ -n "$old_tmpdir" ]; then export TMPDIR=$old_tmpdir; else unset TMPDIR; fi
+
 [ "$fails" -eq 0 ] && echo "cli: all passed" || echo "cli: $fails failed"
 exit $(( fails > 0 ))

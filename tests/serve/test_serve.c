@@ -11,6 +11,7 @@
 #include "gen_model.h"
 #include "kiln.h"
 #include "serve/serve.h"
+#include "backend/dnnl_qconv.h"
 
 #include <curl/curl.h>
 #include <arpa/inet.h>
@@ -210,6 +211,8 @@ static void add_model(const char *name, int version, enum gen_kind kind, int32_t
     }
 }
 
+static int kiln_cpu_has_bf16_for_test(void) { return kiln_cpu_has_bf16(); }
+
 static bool affine_supported(void) {
     char p[300];
     snprintf(p, sizeof p, "%s/probe.onnx", repo);
@@ -266,6 +269,26 @@ static void build_repo(void) {
     char p[512];
     snprintf(p, sizeof p, "%s/bad_model/1/model.onnx", repo);
     write_file(p, "this is not a protobuf");
+    /* precision: bf16 is served (fp32 with a warning where the CPU has no
+     * bf16); int8 of an .onnx and a precision a plan was not compiled at are
+     * refused with the field named */
+    add_model("p_bf16", 1, GEN_IDENTITY, 1, "{\"precision\": \"bf16\"}");
+    add_model("p_int8", 1, GEN_IDENTITY, 1, "{\"precision\": \"int8\"}");
+    add_model("p_fp16", 1, GEN_IDENTITY, 1, "{\"precision\": \"fp16\"}");
+    const char *plans[2][2] = {{"k_auto", "{\"precision\": \"auto\"}"}, {"k_int8", "{\"precision\": \"int8\"}"}};
+    for (int k = 0; k < 2; k++) {
+        add_model(plans[k][0], 1, GEN_IDENTITY, 1, plans[k][1]);
+        char src[512], dst[512];
+        snprintf(src, sizeof src, "%s/%s/1/model.onnx", repo, plans[k][0]);
+        snprintf(dst, sizeof dst, "%s/%s/1/model.kiln", repo, plans[k][0]);
+        kiln_model *pm = NULL;
+        if (kiln_model_load(src, NULL, &pm, NULL) || kiln_model_save_plan(pm, dst, NULL, 0, NULL)) {
+            printf("cannot compile %s\n", src);
+            exit(1);
+        }
+        kiln_model_free(pm);
+        unlink(src);
+    }
     /* a batch never fills: calls wait the full delay, so the queue can be observed */
     add_model("slowq", 1, GEN_IDENTITY, 1,
               "{\"dynamic_batching\": {\"max_queue_delay_us\": 400000, \"max_queue_size\": 2}}");
@@ -817,6 +840,24 @@ static void test_repository(void) {
     CHECK(strstr(r.body, "config.json: field 'max_batch_size': expected an integer") != NULL,
           "bad config type named: %s", r.body);
     CHECK(strstr(r.body, "{\"name\":\"bad_model\",\"state\":\"UNAVAILABLE\"") != NULL, "bad model listed: %s", r.body);
+    CHECK(strstr(r.body, "config.json: field 'precision': int8 needs calibration") != NULL,
+          "int8 of an .onnx refused: %s", r.body);
+    CHECK(strstr(r.body, "config.json: field 'precision': 'fp16' is not one of fp32, bf16, int8, auto") != NULL,
+          "unknown precision refused: %s", r.body);
+    CHECK(strstr(r.body, "config.json: field 'precision': 'int8', but ") != NULL &&
+              strstr(r.body, "was compiled at fp32") != NULL,
+          "plan precision mismatch refused: %s", r.body);
+    free(r.body);
+    r = http("GET", "/v2/models/p_bf16/config", NULL);
+    EXPECT_SUB(r, 200, kiln_cpu_has_bf16_for_test() ? "\"precision\":\"bf16\"" : "\"precision\":\"fp32\"");
+    free(r.body);
+    r = http("GET", "/v2/models/k_auto/config", NULL);
+    EXPECT_SUB(r, 200, "\"precision\":\"fp32\"");
+    free(r.body);
+    r = http("POST", "/v2/models/k_auto/infer",
+             "{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1.5,-2,0,3]}]}");
+    EXPECT(r, 200, "{\"model_name\":\"k_auto\",\"model_version\":\"1\",\"outputs\":[{\"name\":\"x\",\"datatype\":\"FP32\","
+                   "\"shape\":[1,4],\"data\":[1.5,-2,0,3]}]}");
     free(r.body);
     r = http("POST", "/v2/repository/index", "{\"ready\":true}");
     CHECK(r.status == 200 && !strstr(r.body, "bad_cfg") && strstr(r.body, "\"m\""), "ready index: %s", r.body);
