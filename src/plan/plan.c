@@ -353,6 +353,10 @@ static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *
             switch (kinds[si]) {
             case LK_CL:
                 if (n->inputs[0] >= 0) cap[n->inputs[0]] = 1;
+                /* oneDNN pools only keep a layout (from plain into blocked is its
+                 * reference kernel): a plain input gives a plain output */
+                if (strstr(n->op_type, "Pool") && n->inputs[0] >= 0 && !L[n->inputs[0]])
+                    demote(L, n->outputs[0], &changed);
                 for (int32_t j = 1; j < n->n_inputs; j++)
                     if (j != n->sum_input) demote(L, n->inputs[j], &changed);
                 for (int32_t j = 1; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
