@@ -53,16 +53,20 @@ static void conv(og_graph *g, const char *in, const char *out, int64_t ci, int64
     og_attr_ints(n, "pads", pads, 4);
 }
 
+#define NOUT 4
+
 struct net {
-    int64_t C1, C2, Cz, H;   /* conv widths, the zero block, spatial size */
+    int64_t C1, C2, Cz, H, N;   /* conv widths, the zero block, spatial size, batch */
 };
 
-/* The network; outputs: y (plain NCHW), t (NHWC via Transpose), r (Reshape). */
+/* The network; outputs: y (plain NCHW), t (NHWC via Transpose), r (Reshape),
+ * z (conv of t transposed back). */
 static og_model *build(const struct net *c) {
     og_model *om = og_model_new(20);   /* Gelu */
     og_graph *g = og_model_graph(om);
     const int64_t H = c->H, h = H / 2;
-    int64_t xd[4] = {1, 3, H, H};
+    const int64_t N = c->N;
+    int64_t xd[4] = {N, 3, H, H};
     og_input(g, "x", OG_FLOAT, 4, xd);
     conv(g, "x", "a", 3, c->C1, 3);
     og_node_add(g, "Relu", "a", "ar");
@@ -73,8 +77,8 @@ static og_model *build(const struct net *c) {
     conv(g, "p", "b", c->C1, c->C2, 1);
     /* channels: C1 + C2, then the constant zero block */
     og_attr_int(og_node_add(g, "Concat", "p,b", "cc"), "axis", 1);
-    int64_t zd[4] = {1, c->Cz, h, h};
-    float *zeros = calloc((size_t)(c->Cz * h * h), sizeof *zeros);
+    int64_t zd[4] = {N, c->Cz, h, h};
+    float *zeros = calloc((size_t)(N * c->Cz * h * h), sizeof *zeros);
     og_init_f32(g, "zeros", 4, zd, zeros);
     free(zeros);
     og_attr_int(og_node_add(g, "Concat", "cc,zeros", "cz"), "axis", -3);
@@ -126,18 +130,25 @@ static og_model *build(const struct net *c) {
     og_node *tr = og_node_add(g, "Transpose", "g4", "t");
     int64_t perm[4] = {0, 2, 3, 1};
     og_attr_ints(tr, "perm", perm, 4);
-    int64_t shp[2] = {1, -1}, sd[1] = {2};
+    int64_t shp[2] = {N, -1}, sd[1] = {2};
     og_init_i64(g, "shp", 1, sd, shp);
     og_node_add(g, "Reshape", "cz,shp", "r");
-    int64_t yd[4] = {1, 12, h + 2, h + 2}, td[4] = {1, h, h, C3}, rd[2] = {1, C3 * h * h};
+    /* and back from NHWC into a convolution (a TensorFlow model's input) */
+    og_node *tb = og_node_add(g, "Transpose", "t", "u");
+    int64_t perm2[4] = {0, 3, 1, 2};
+    og_attr_ints(tb, "perm", perm2, 4);
+    conv(g, "u", "z", C3, 8, 3);
+    int64_t yd[4] = {N, 12, h + 2, h + 2}, td[4] = {N, h, h, C3}, rd[2] = {N, C3 * h * h};
     og_output(g, "y", OG_FLOAT, 4, yd);
     og_output(g, "t", OG_FLOAT, 4, td);
     og_output(g, "r", OG_FLOAT, 2, rd);
+    int64_t zd2[4] = {N, 8, h, h};
+    og_output(g, "z", OG_FLOAT, 4, zd2);
     return om;
 }
 
-/* Runs once; returns malloc'ed copies of the 3 outputs (NULL on failure). */
-static int run(kiln_model *m, int reference, int layout, const float *x, int64_t H, float **outs,
+/* Runs once; returns malloc'ed copies of the NOUT outputs (NULL on failure). */
+static int run(kiln_model *m, int reference, int layout, const float *x, int64_t N, int64_t H, float **outs,
                size_t *counts, int *conv_reorders, int *layout_steps) {
     kiln_session_options so = kiln_session_options_default();
     so.reference_kernels = reference;
@@ -146,11 +157,11 @@ static int run(kiln_model *m, int reference, int layout, const float *x, int64_t
     kiln_session *s = NULL;
     kiln_error err;
     if (!EXPECT_OK("session", kiln_session_create(m, &so, &s, &err), &err)) return 0;
-    kiln_tensor in = {.name = "x", .dtype = KILN_DTYPE_FLOAT, .rank = 4, .dims = {1, 3, H, H},
-                      .data = (void *)x, .nbytes = (size_t)(3 * H * H) * sizeof(float)};
-    kiln_tensor out[3];
-    int ok = EXPECT_OK("run", kiln_session_run(s, &in, 1, out, 3, &err), &err);
-    for (int i = 0; ok && i < 3; i++) {
+    kiln_tensor in = {.name = "x", .dtype = KILN_DTYPE_FLOAT, .rank = 4, .dims = {N, 3, H, H},
+                      .data = (void *)x, .nbytes = (size_t)(N * 3 * H * H) * sizeof(float)};
+    kiln_tensor out[NOUT];
+    int ok = EXPECT_OK("run", kiln_session_run(s, &in, 1, out, NOUT, &err), &err);
+    for (int i = 0; ok && i < NOUT; i++) {
         outs[i] = malloc(out[i].nbytes);
         memcpy(outs[i], out[i].data, out[i].nbytes);
         counts[i] = out[i].nbytes / sizeof(float);
@@ -178,17 +189,17 @@ static void check_case(const struct net *c) {
     kiln_status st = kiln_model_load_buffer(buf, len, "layout", NULL, &m, &err);
     free(buf);
     if (!EXPECT_OK("load", st, &err)) return;
-    const int64_t H = c->H;
-    float *x = malloc((size_t)(3 * H * H) * sizeof *x);
-    for (int64_t i = 0; i < 3 * H * H; i++) x[i] = 2.0f * frand();
-    float *want[3] = {0}, *got[3] = {0};
-    size_t nw[3], ng[3];
+    const int64_t H = c->H, N = c->N;
+    float *x = malloc((size_t)(N * 3 * H * H) * sizeof *x);
+    for (int64_t i = 0; i < N * 3 * H * H; i++) x[i] = 2.0f * frand();
+    float *want[NOUT] = {0}, *got[NOUT] = {0};
+    size_t nw[NOUT], ng[NOUT];
     int cr, ls;
-    if (run(m, 1, 1, x, H, want, nw, &cr, &ls)) {
+    if (run(m, 1, 1, x, N, H, want, nw, &cr, &ls)) {
         static const char *const lname[] = {"", "plain", "nhwc", "blocked"};
         for (int layout = 1; layout <= 3; layout++) {
-            if (!run(m, 0, layout, x, H, got, ng, &cr, &ls)) continue;
-            for (int o = 0; o < 3; o++) {
+            if (!run(m, 0, layout, x, N, H, got, ng, &cr, &ls)) continue;
+            for (int o = 0; o < NOUT; o++) {
                 CHECK(ng[o] == nw[o], "C1=%lld C2=%lld %s: output %d has %zu values, want %zu",
                       (long long)c->C1, (long long)c->C2, lname[layout], o, ng[o], nw[o]);
                 size_t bad = 0, first = 0;
@@ -204,16 +215,16 @@ static void check_case(const struct net *c) {
             }
             if (layout == 3) {
                 /* the convolutions read and write blocked values directly, but for
-                 * the last one's plain graph output; Concat (2), the SE Mul, the 3
-                 * per-channel ops and Pad stay laid out */
-                CHECK(cr == 1, "C1=%lld C2=%lld blocked: %d convolutions reorder, want 1",
+                 * the two writing plain graph outputs; Concat (2), the SE Mul, the 3
+                 * per-channel ops, Pad and both Transposes stay laid out */
+                CHECK(cr == 2, "C1=%lld C2=%lld blocked: %d convolutions reorder, want 2",
                       (long long)c->C1, (long long)c->C2, cr);
-                CHECK(ls == 7, "C1=%lld C2=%lld blocked: %d steps run on laid-out values, want 7",
+                CHECK(ls == 9, "C1=%lld C2=%lld blocked: %d steps run on laid-out values, want 9",
                       (long long)c->C1, (long long)c->C2, ls);
             }
         }
     }
-    for (int o = 0; o < 3; o++) free(want[o]);
+    for (int o = 0; o < NOUT; o++) free(want[o]);
     free(x);
     kiln_model_free(m);
 }
@@ -221,10 +232,11 @@ static void check_case(const struct net *c) {
 int main(void) {
     /* C1 + C2 + Cz: whole blocks; unaligned concat offset; padded tails */
     static const struct net cases[] = {
-        {16, 8, 8, 12},   /* 32 channels, every offset a block boundary */
-        {16, 4, 4, 10},   /* 20 + 4: second concat at offset 20 */
-        {12, 8, 4, 10},   /* 12 (padded) + 8, offset 12 */
-        {24, 12, 6, 9},   /* 42 channels as in blazeface; odd spatial size */
+        {16, 8, 8, 12, 1},   /* 32 channels, every offset a block boundary */
+        {16, 4, 4, 10, 1},   /* 20 + 4: second concat at offset 20 */
+        {12, 8, 4, 10, 1},   /* 12 (padded) + 8, offset 12 */
+        {24, 12, 6, 9, 1},   /* 42 channels as in blazeface; odd spatial size */
+        {12, 4, 4, 8, 2},    /* batch 2: the SE scale is [2, C, 1, 1] */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
     return kt_finish("test_layout");

@@ -79,14 +79,77 @@ int64_t kiln_layout_index(const struct kiln_value *v, int64_t n, int64_t c, int6
     return lidx(v->layout, C, kiln_layout_channels(v), S, n, c, s);
 }
 
+/* Blocked output, any inputs: each output block of 8 channels gathers its
+ * lanes from wherever they live (a lane's source is base + n * nstride +
+ * s * sstride in every layout). */
+static void concat_gather_blocked(const struct kiln_value *const *in, int n_in,
+                                  const struct kiln_value *out) {
+    int64_t N, Co, S;
+    split(out, &N, &Co, &S);
+    const int64_t Cb = kiln_layout_channels(out) / 8;
+    float *y = out->data;
+#pragma omp parallel for if (N * Cb * S * 8 > (1 << 16))
+    for (int64_t ob = 0; ob < Cb; ob++) {
+        const float *base[8];
+        int64_t ns[8], ss[8], ch[8];
+        int src[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+        int nl = 0;
+        for (int64_t k = 0; k < 8 && ob * 8 + k < Co; k++, nl++) {
+            int64_t c = ob * 8 + k;
+            int i = 0;
+            for (; i < n_in; i++) {
+                if (!in[i]) continue;
+                if (c < in[i]->dims[1]) break;
+                c -= in[i]->dims[1];
+            }
+            const struct kiln_value *x = in[i];
+            const int64_t Ci = x->dims[1], Cpi = kiln_layout_channels(x);
+            src[k] = i;
+            ch[k] = c;
+            base[k] = (const float *)x->data + lidx(x->layout, Ci, Cpi, S, 0, c, 0);
+            ns[k] = x->layout == KILN_LAYOUT_BLOCKED8 ? Cpi * S : Ci * S;
+            ss[k] = x->layout == KILN_LAYOUT_BLOCKED8 ? 8 : x->layout == KILN_LAYOUT_CHANNELS_LAST ? Ci : 1;
+        }
+        /* the whole block is one block of a blocked input (with its padding
+         * when the output's last block is that input's last) */
+        bool whole = src[0] >= 0 && in[src[0]]->layout == KILN_LAYOUT_BLOCKED8 && ch[0] % 8 == 0 &&
+                     (nl == 8 ? ch[0] + 8 <= in[src[0]]->dims[1] : ch[0] + nl == in[src[0]]->dims[1]);
+        for (int k = 1; whole && k < nl; k++) whole = src[k] == src[0];
+        for (int64_t n = 0; n < N; n++) {
+            float *yp = y + ((n * Cb + ob) * S) * 8;
+            if (whole) {
+                memcpy(yp, base[0] + n * ns[0], (size_t)(S * 8) * sizeof(float));
+                continue;
+            }
+            for (int64_t s = 0; s < S; s++) {
+                int k = 0;
+                for (; k < nl; k++) yp[s * 8 + k] = base[k][n * ns[k] + s * ss[k]];
+                for (; k < 8; k++) yp[s * 8 + k] = 0.0f;
+            }
+        }
+    }
+}
+
 /* Concat along axis 1; inputs and output in any of the layouts (float32). */
 void kiln_layout_concat(const struct kiln_value *const *in, int n_in, const struct kiln_value *out) {
     int64_t N, Co, S;
     split(out, &N, &Co, &S);
     const int64_t Cpo = kiln_layout_channels(out);
     float *y = out->data;
-    bool padded_written = false;
+    bool padded_written = false, aligned = out->layout == KILN_LAYOUT_BLOCKED8;
     int64_t off = 0;
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i] || !in[i]->dims[1]) continue;
+        if (in[i]->layout != KILN_LAYOUT_BLOCKED8 || off % 8 ||
+            (in[i]->dims[1] % 8 && off + in[i]->dims[1] != Co))
+            aligned = false;
+        off += in[i]->dims[1];
+    }
+    if (out->layout == KILN_LAYOUT_BLOCKED8 && !aligned) {
+        concat_gather_blocked(in, n_in, out);
+        return;
+    }
+    off = 0;
     for (int i = 0; i < n_in; i++) {
         const struct kiln_value *x = in[i];
         if (!x) continue;
@@ -146,6 +209,24 @@ void kiln_layout_pad(const struct kiln_value *x, const int64_t *pads, float valu
             }
         }
     kiln_layout_zero_pad(out);
+}
+
+void kiln_layout_nhwc(bool to_nhwc, const struct kiln_value *x, const struct kiln_value *out) {
+    const struct kiln_value *a = to_nhwc ? x : out;   /* the activation */
+    int64_t N, C, S;
+    split(a, &N, &C, &S);
+    const int64_t Cp = kiln_layout_channels(a);
+    float *ad = a->data;
+    float *hd = to_nhwc ? out->data : x->data;        /* the NHWC side */
+#pragma omp parallel for collapse(2) if (N * C * S > (1 << 16))
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t s = 0; s < S; s++)
+            for (int64_t c = 0; c < C; c++) {
+                int64_t ai = lidx(a->layout, C, Cp, S, n, c, s), hi = (n * S + s) * C + c;
+                if (to_nhwc) hd[hi] = ad[ai];
+                else ad[ai] = hd[hi];
+            }
+    if (!to_nhwc) kiln_layout_zero_pad(out);
 }
 
 static inline float bin(int op, float a, float b) {
@@ -272,6 +353,9 @@ kiln_status kiln_layout_run_step(struct kiln_plan *p, const struct kiln_step *st
         kiln_layout_pad(in[0], pads, value, outv[0]);
         break;
     }
+    case KILN_LOP_NHWC:
+        kiln_layout_nhwc(st->lop_arg == 1, in[0], outv[0]);
+        break;
     case KILN_LOP_CHAN_BINARY:
         kiln_layout_chan_binary(st->lop_arg, st->lop_big == 0, in[st->lop_big], in[1 - st->lop_big],
                                 outv[0]);

@@ -153,7 +153,7 @@ done:
  * graph output, stays plain. Blocked values whose C is not a multiple of 8 pad
  * the last block with zeros, as oneDNN does. */
 
-enum layout_kind { LK_OTHER, LK_CL, LK_ELT, LK_CHAN, LK_CONCAT, LK_PAD };
+enum layout_kind { LK_OTHER, LK_CL, LK_ELT, LK_CHAN, LK_CONCAT, LK_PAD, LK_TO_NHWC, LK_FROM_NHWC };
 
 static bool is_cl_op(const struct kiln_node *n) {
     static const char *const ops[] = {"Conv", "ConvTranspose", "MaxPool", "AveragePool",
@@ -270,6 +270,22 @@ static bool pad_simple(const struct kiln_plan *p, const struct kiln_node *n) {
     return true;
 }
 
+/* Transpose between NCHW and NHWC (4-D float): perm (0,2,3,1) reads an
+ * activation into a plain NHWC value, (0,3,1,2) makes one from NHWC (models
+ * converted from TensorFlow have one at each end). 1: to NHWC, 2: from. */
+static int nhwc_transpose(const struct kiln_plan *p, const struct kiln_node *n) {
+    if (*n->domain || strcmp(n->op_type, "Transpose") || n->n_inputs != 1 || n->n_outputs != 1 ||
+        n->inputs[0] < 0 || n->outputs[0] < 0)
+        return 0;
+    const struct kiln_value *x = &p->vals[n->inputs[0]];
+    int64_t cnt = 0;
+    const int64_t *perm = kiln_attr_ints(n, "perm", &cnt);
+    if (x->dtype != KILN_DTYPE_FLOAT || x->rank != 4 || !perm || cnt != 4 || perm[0] != 0) return 0;
+    if (perm[1] == 2 && perm[2] == 3 && perm[3] == 1) return 1;
+    if (perm[1] == 3 && perm[2] == 1 && perm[3] == 2) return 2;
+    return 0;
+}
+
 static enum layout_kind layout_kind(const struct kiln_plan *p, const struct kiln_node *n) {
     int big, op;
     if (is_cl_op(n)) return LK_CL;
@@ -277,6 +293,8 @@ static enum layout_kind layout_kind(const struct kiln_plan *p, const struct kiln
     if (chan_binary(p, n, &big, &op)) return LK_CHAN;
     if (concat_channels(p, n)) return LK_CONCAT;
     if (pad_simple(p, n)) return LK_PAD;
+    int t = nhwc_transpose(p, n);
+    if (t) return t == 1 ? LK_TO_NHWC : LK_FROM_NHWC;
     return LK_OTHER;
 }
 
@@ -402,6 +420,13 @@ static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *
             case LK_PAD:
                 cap[n->inputs[0]] = 1;
                 break;
+            case LK_TO_NHWC:  /* reads a laid-out activation, writes plain NHWC */
+                cap[n->inputs[0]] = 1;
+                demote(L, n->outputs[0], &changed);
+                break;
+            case LK_FROM_NHWC:  /* the input is NHWC data, never laid out itself */
+                demote(L, n->inputs[0], &changed);
+                break;
             default:          /* reads plain copies; writes plain */
                 for (int32_t j = 0; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
                 break;
@@ -453,6 +478,9 @@ static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *
             st->lop = KILN_LOP_CONCAT;
         } else if (kinds[si] == LK_PAD) {
             st->lop = KILN_LOP_PAD;
+        } else if (kinds[si] == LK_TO_NHWC || kinds[si] == LK_FROM_NHWC) {
+            st->lop = KILN_LOP_NHWC;
+            st->lop_arg = kinds[si] == LK_TO_NHWC;
         }
     }
     free(L); free(cap); free(unalias); free(pk); free(kinds); free(cl_src);

@@ -36,7 +36,8 @@ struct kiln_step {
     bool    convert;
     bool    kernel_plain;        /* the fast kernel was built for plain operands */
     uint8_t lop;                 /* enum kiln_layout_op: runs on laid-out operands itself */
-    int8_t  lop_arg;             /* KILN_LOP_CHAN_BINARY: enum kiln_layout_binary; */
+    int8_t  lop_arg;             /* KILN_LOP_CHAN_BINARY: enum kiln_layout_binary; KILN_LOP_NHWC:
+                                    1 to NHWC, 0 from; */
     int8_t  lop_big;             /*   and which input has the output's shape */
     char    impl[112];           /* kernel.impl with "+reorders" for converted steps */
     double  prof_ms;             /* accumulated time when the session profiles */
@@ -74,6 +75,7 @@ enum kiln_layout_op {
     KILN_LOP_CONCAT,        /* Concat along channels: kiln_layout_concat */
     KILN_LOP_CHAN_BINARY,   /* binary op with a per-channel operand: kiln_layout_chan_binary */
     KILN_LOP_PAD,           /* constant Pad, pads known, none on N: kiln_layout_pad */
+    KILN_LOP_NHWC,          /* Transpose NCHW <-> NHWC as one reorder: kiln_layout_nhwc */
 };
 enum kiln_layout_binary { KILN_LBIN_ADD, KILN_LBIN_SUB, KILN_LBIN_MUL, KILN_LBIN_DIV };
 
@@ -97,6 +99,9 @@ kiln_status kiln_layout_activation(const struct kiln_node *n, struct kiln_value 
 /* Constant-mode Pad: pads (2 * rank, non-negative, none on dim 0) and value. */
 void kiln_layout_pad(const struct kiln_value *x, const int64_t *pads, float value,
                      const struct kiln_value *out);
+/* to_nhwc: out (plain [N,H,W,C]) from the activation x in any layout;
+ * else out (activation, any layout) from x (plain [N,H,W,C]). */
+void kiln_layout_nhwc(bool to_nhwc, const struct kiln_value *x, const struct kiln_value *out);
 void kiln_layout_concat(const struct kiln_value *const *in, int n_in, const struct kiln_value *out);
 void kiln_layout_chan_binary(int op, bool big_first, const struct kiln_value *big,
                              const struct kiln_value *small, const struct kiln_value *out);
