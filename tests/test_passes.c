@@ -111,7 +111,7 @@ static char *dump(const kiln_model *m) {
     return s;
 }
 
-#define MAXO 4
+#define MAXO 8
 
 /* Runs m once; copies each float output into want/got buffers (malloc'ed). */
 static int run(const kiln_model *m, int reference, const kiln_tensor *in, int n_in, float **outs,
@@ -151,7 +151,8 @@ static void check_same(const struct pair *p, const kiln_tensor *in, int n_in, in
                       (long long)ng[i], (long long)nw[i]);
                 int64_t bad = 0, first = -1;
                 for (int64_t k = 0; k < nw[i] && nw[i] == ng[i]; k++)
-                    if (!(fabsf(got[i][k] - want[i][k]) <= 1e-5f * (1.0f + fabsf(want[i][k])))) {
+                    if (!(got[i][k] == want[i][k] || (isnan(got[i][k]) && isnan(want[i][k])) ||
+                          fabsf(got[i][k] - want[i][k]) <= 1e-5f * (1.0f + fabsf(want[i][k])))) {
                         if (first < 0) first = k;
                         bad++;
                     }
@@ -577,14 +578,69 @@ static void test_layernorm_shared_intermediate(void) {
     pair_free(&p);
 }
 
+/* ---- conv affine folding -------------------------------------------------- */
+
+/* Conv -> Mul([C,1,1]) -> Add([1,C,1,1]) -> Relu is one Conv (with act);
+ * Conv -> Div(scalar) -> Sub(scalar) folds too (no bias to start from).
+ * Left alone: c - Conv (Sub with the Conv second), a spatial [1,1,H,W]
+ * scale, a Conv output with two readers, and a division by zero. */
+static void test_fold_conv_affine(void) {
+    og_model *om = og_model_new(13);
+    og_graph *g = og_model_graph(om);
+    int64_t d[4] = {1, 8, 5, 5}, dw[4] = {8, 8, 3, 3}, db[1] = {8};
+    int64_t dc3[3] = {8, 1, 1}, dc4[4] = {1, 8, 1, 1}, dsp[4] = {1, 1, 5, 5}, one[1] = {1};
+    og_input(g, "x", OG_FLOAT, 4, d);
+    const char *w[] = {"W0", "W1", "W2", "W3", "W4", "W5"};
+    for (int k = 0; k < 6; k++) init_conv_w(g, w[k], dw);
+    init_rand(g, "B", 1, db);
+    init_rand(g, "s3", 3, dc3);
+    init_rand(g, "t4", 4, dc4);
+    init_rand(g, "sp", 4, dsp);
+    init_scalar(g, "k", 1.7f);
+    float zero = 0.0f;
+    og_init_f32(g, "zero", 1, one, &zero);
+    conv_node(g, "x,W0,B", "c0", 1);
+    og_node_add(g, "Mul", "s3,c0", "m0");          /* constant first */
+    og_node_add(g, "Add", "m0,t4", "a0");
+    og_node_add(g, "Relu", "a0", "y0");
+    conv_node(g, "y0,W1", "c1", 1);                /* no bias */
+    og_node_add(g, "Div", "c1,k", "d1");
+    og_node_add(g, "Sub", "d1,k", "y1");
+    conv_node(g, "x,W2,B", "c2", 1);
+    og_node_add(g, "Sub", "k,c2", "y2");           /* k - conv: not an affine of the conv's form */
+    conv_node(g, "x,W3,B", "c3", 1);
+    og_node_add(g, "Mul", "c3,sp", "y3");          /* spatial scale */
+    conv_node(g, "x,W4,B", "c4", 1);
+    og_node_add(g, "Mul", "c4,k", "m4");           /* c4 read twice */
+    og_node_add(g, "Add", "m4,c4", "y4");
+    conv_node(g, "x,W5,B", "c5", 1);
+    og_node_add(g, "Div", "c5,zero", "y5");        /* x / 0 stays as the model says */
+    const char *outs[] = {"y1", "y2", "y3", "y4", "y5"};
+    for (int k = 0; k < 5; k++) og_output(g, outs[k], OG_FLOAT, 4, d);
+    struct pair p = load_pair(om, "conv-affine");
+    CHECK(count_op(p.raw, "Mul") == 3 && count_op(p.raw, "Div") == 2, "unoptimized graph");
+    /* folded: Mul s3, Add t4, Div k, Sub k (and Relu fused); left: Sub k-c2, Mul sp, Mul k + Add, Div 0 */
+    CHECK(count_op(p.opt, "Mul") == 2, "Mul left: %d, want 2 (spatial, twice-read)", count_op(p.opt, "Mul"));
+    CHECK(count_op(p.opt, "Add") == 1, "Add left: %d, want 1", count_op(p.opt, "Add"));
+    CHECK(count_op(p.opt, "Sub") == 1, "Sub left: %d, want 1 (k - conv)", count_op(p.opt, "Sub"));
+    CHECK(count_op(p.opt, "Div") == 1, "Div left: %d, want 1 (by zero)", count_op(p.opt, "Div"));
+    CHECK(count_op(p.opt, "Relu") == 0, "Relu left: %d", count_op(p.opt, "Relu"));
+    float x[200];
+    fill_rand(x, 200);
+    kiln_tensor in = ftensor("x", 4, d, x);
+    check_same(&p, &in, 1, 5, "conv-affine");
+    pair_free(&p);
+}
+
 /* The pipeline lists every pass, each once, dce last. */
 static void test_pipeline(void) {
-    const char *want[] = {"fold-constants", "cse", "fold-batchnorm", "fuse-layernorm",
-                          "fuse-residual", "fuse-activation", "dce"};
+    const char *want[] = {"fold-constants", "cse", "fold-batchnorm", "fold-conv-affine", "fuse-layernorm",
+                          "fuse-patterns", "fuse-matmul-bias", "fuse-residual",
+                          "fuse-activation", "dce"};
     int n = 0;
     for (const struct kiln_pass *p = kiln_default_passes; p->name; p++, n++)
-        CHECK(n < 7 && !strcmp(p->name, want[n]), "pass %d is %s", n, p->name);
-    CHECK(n == 7, "%d passes", n);
+        CHECK(n < 10 && !strcmp(p->name, want[n]), "pass %d is %s", n, p->name);
+    CHECK(n == 10, "%d passes", n);
 }
 
 int main(void) {
@@ -592,6 +648,7 @@ int main(void) {
     test_cse();
     test_cse_skips_subgraphs();
     test_cse_large_constants();
+    test_fold_conv_affine();
     test_fold_constants();
     test_fuse_residual();
     test_fuse_residual_shapes();

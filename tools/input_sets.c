@@ -199,6 +199,15 @@ kiln_status input_sets_load(const kiln_model *m, const char *dir, int32_t max,
         return s;
     }
     free_names(names, n);
+    /* DIR may be one test_data_set_N itself: input_K.pb are one set, and its
+     * output_K.pb (reference outputs) are not inputs */
+    char first[4200];
+    snprintf(first, sizeof first, "%s/input_0.pb", dir);
+    if (!stat(first, &st)) {
+        if (!(s = add_set(out, dir, err))) s = load_case(m, dir, norm, out->sets[0], err);
+        if (s) input_sets_free(out);
+        return s;
+    }
     names = list_dir(dir, 0, NULL, &n);
     if (out->n_inputs == 1) {
         kiln_tensor_info ti;

@@ -107,6 +107,12 @@ static bool append_activation(dnnl_post_ops_t po, int32_t act, float alpha, floa
     case KILN_ACT_TANH: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_tanh, 0.0f, 0.0f);
     case KILN_ACT_HARD_SWISH:
         return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f);
+    case KILN_ACT_GELU_ERF:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
+    case KILN_ACT_GELU_TANH:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f);
+    case KILN_ACT_SILU:   /* x * sigmoid(alpha x) */
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, alpha, 0.0f);
     case KILN_ACT_HARD_SIGMOID:
         return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, alpha, beta) &&
                !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, 0.0f, 1.0f);

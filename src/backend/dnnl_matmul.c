@@ -75,6 +75,9 @@ static dnnl_alg_kind_t act_alg(int32_t act, float *alpha, float *beta) {
     case KILN_ACT_SIGMOID: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_logistic;
     case KILN_ACT_TANH: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_tanh;
     case KILN_ACT_HARD_SWISH: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_hardswish;
+    case KILN_ACT_GELU_ERF: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_gelu_erf;
+    case KILN_ACT_GELU_TANH: *alpha = 0.0f; *beta = 0.0f; return dnnl_eltwise_gelu_tanh;
+    case KILN_ACT_SILU: *beta = 0.0f; return dnnl_eltwise_swish;         /* alpha = slope */
     default: return dnnl_alg_kind_undef;
     }
 }

@@ -8,7 +8,8 @@
 #include <stdio.h>
 
 static const char *const act_names[] = {"", "Relu", "Clip", "LeakyRelu", "Sigmoid",
-                                        "HardSigmoid", "HardSwish", "Tanh"};
+                                        "HardSigmoid", "HardSwish", "Tanh", "GeluErf",
+                                        "GeluTanh", "Swish"};
 
 
 

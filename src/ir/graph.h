@@ -90,7 +90,11 @@ enum kiln_act_kind {
     KILN_ACT_HARD_SIGMOID,  /* alpha * x + beta, clipped to [0, 1] */
     KILN_ACT_HARD_SWISH,
     KILN_ACT_TANH,
+    KILN_ACT_GELU_ERF,      /* 0.5 x (1 + erf(x / sqrt 2)) */
+    KILN_ACT_GELU_TANH,     /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    KILN_ACT_SILU,          /* x * sigmoid(alpha * x) (Swish; alpha = 1: SiLU) */
 };
+#define KILN_ACT_LAST KILN_ACT_SILU   /* highest valid kind (.kiln readers check it) */
 
 struct kiln_activation {
     enum kiln_act_kind kind;

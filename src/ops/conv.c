@@ -18,6 +18,7 @@
  */
 #include "ops/op.h"
 #include "backend/dnnl_conv.h"
+#include "backend/dnnl_wino.h"
 
 #include <float.h>
 #include <math.h>
@@ -521,6 +522,50 @@ static kiln_status conv_fast_run(const struct kiln_node *n, struct kiln_exec_ctx
     return KILN_OK;
 }
 
+/* ---- Winograd fast path for 3x3 / stride 1 Conv (backend/dnnl_wino.c) ---- */
+
+static kiln_status conv_wino_run(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                 void *state, const struct kiln_value *const *in, int n_in,
+                                 struct kiln_value *const *out, int n_out, kiln_error *err) {
+    if (kiln_value_numel(out[0]) == 0) return KILN_OK;
+    /* the residual is read where it is (it may be dst itself) */
+    kiln_status st = kiln_wino_run(state, in[0]->data, n_in > 2 && in[2] ? in[2]->data : NULL,
+                                   n->sum_input ? in[n->sum_input]->data : NULL, out[0]->data, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "winograd failed");
+    return KILN_OK;
+}
+
+/* Builds the Winograd kernel when the conv qualifies and the heuristic (or
+ * KILN_CONV_ALGO) picks it; leaves k->run NULL otherwise. */
+static kiln_status conv_try_wino(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                 const struct kiln_value *const *in, int n_in,
+                                 struct kiln_value *const *out, const struct geom *g,
+                                 struct kiln_kernel *k, kiln_error *err) {
+    if (g->nsp != 2 || g->G != 1 || !in[1]->data || g->k[0] != 3 || g->k[1] != 3 ||
+        g->s[0] != 1 || g->s[1] != 1 || g->d[0] != 1 || g->d[1] != 1 || g->pb[0] < 0 ||
+        g->pb[1] < 0 || (n_in > 2 && in[2] && in[2]->dtype != KILN_DTYPE_FLOAT))
+        return KILN_OK;
+    struct kiln_wino_shape sh = {
+        .N = g->N, .C = g->C, .K = g->M, .H = g->in[0], .W = g->in[1],
+        .OH = g->out[0], .OW = g->out[1], .pt = g->pb[0], .pl = g->pb[1],
+        .has_bias = n_in > 2 && in[2] != NULL, .sum = n->sum_input != 0,
+        .act = n->act.kind, .act_alpha = n->act.alpha, .act_beta = n->act.beta,
+        .src_layout = in[0]->layout, .dst_layout = out[0]->layout};
+    sh.m = kiln_wino_choose(&sh, kiln_conv_algo_env());
+    if (!sh.m) return KILN_OK;
+    struct kiln_wino *w = NULL;
+    kiln_status st = kiln_wino_create(&sh, in[1]->data, kiln_op_threads(ctx), ctx ? ctx->wcache : NULL,
+                                      &w, err);
+    if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "winograd failed");
+    if (!w) return KILN_OK;
+    k->run = conv_wino_run;
+    k->state = w;
+    k->release = kiln_wino_free;
+    k->impl = kiln_wino_impl(w);
+    k->fused_activation = n->act.kind != KILN_ACT_NONE && kiln_wino_fuses_act(n->act.kind);
+    return KILN_OK;
+}
+
 static kiln_status conv_prepare_common(const struct kiln_node *n, struct kiln_exec_ctx *ctx,
                                        const struct kiln_value *const *in, int n_in,
                                        struct kiln_value *const *out, bool transposed,
@@ -541,6 +586,10 @@ static kiln_status conv_prepare_common(const struct kiln_node *n, struct kiln_ex
             return KILN_OK;
         for (int32_t i = 0; i < g.nsp; i++)
             if (out[0]->dims[2 + i] != g.out[i]) return KILN_OK;
+    }
+    if (!transposed) {
+        if ((st = conv_try_wino(n, ctx, in, n_in, out, &g, k, err))) return st;
+        if (k->run) return KILN_OK;
     }
     struct kiln_dnnl_conv_shape sh = {
         .nsp = g.nsp, .transposed = transposed, .has_bias = n_in > 2 && in[2] != NULL,

@@ -204,10 +204,31 @@ static bool mm_dtype_ok(kiln_dtype t) {
            t == KILN_DTYPE_UINT32 || t == KILN_DTYPE_UINT64;
 }
 
+/* A bias fused by the fuse-matmul-bias pass (node->sum_input = 2, never set by
+ * ONNX): MatMul(A, B, bias) = MatMul(A, B) + bias, where bias is float32 with
+ * N values along its last dim, every other dim 1, and a rank no higher than
+ * the product's, so adding it never changes the output shape. */
+static kiln_status mm_bias_check(const struct kiln_node *n, const struct kiln_value *const *in,
+                                 int n_in, const struct mm_shape *s, kiln_error *err) {
+    if (!n->sum_input) return KILN_OK;
+    if (n->sum_input != 2 || n_in != 3 || !in[2])
+        return kiln_op_fail(err, KILN_ERR_BAD_MODEL, n, "fused bias must be input 2");
+    const struct kiln_value *b = in[2];
+    bool ok = in[0]->dtype == KILN_DTYPE_FLOAT && b->dtype == KILN_DTYPE_FLOAT && b->rank >= 1 &&
+              b->rank <= s->out_rank && b->dims[b->rank - 1] == s->N &&
+              s->out_dims[s->out_rank - 1] == s->N;
+    for (int32_t i = 0; ok && i + 1 < b->rank; i++) ok = b->dims[i] == 1;
+    if (!ok)
+        return kiln_op_fail(err, KILN_ERR_SHAPE, n,
+                            "fused bias must be float32 [..., 1, N=%lld] within the output's rank",
+                            (long long)s->N);
+    return KILN_OK;
+}
+
 static kiln_status matmul_infer(const struct kiln_node *n, const struct kiln_value *const *in,
                                 int n_in, struct kiln_value *const *out, int n_out,
                                 kiln_error *err) {
-    kiln_status st = kiln_op_check_arity(n, n_in, 2, 2, err);
+    kiln_status st = kiln_op_check_arity(n, n_in, 2, n->sum_input ? 3 : 2, err);
     if (st) return st;
     if ((st = need_out0(n, out, n_out, err))) return st;
     if (in[0]->dtype != in[1]->dtype || !mm_dtype_ok(in[0]->dtype))
@@ -216,6 +237,7 @@ static kiln_status matmul_infer(const struct kiln_node *n, const struct kiln_val
                             kiln_dtype_name(in[0]->dtype), kiln_dtype_name(in[1]->dtype));
     struct mm_shape s;
     if ((st = mm_analyze(n, in[0], in[1], &s, err))) return st;
+    if ((st = mm_bias_check(n, in, n_in, &s, err))) return st;
     kiln_value_set_shape(out[0], in[0]->dtype, s.out_rank, s.out_dims);
     return KILN_OK;
 }
@@ -270,7 +292,7 @@ static kiln_status matmul_exec(const struct kiln_node *n, struct kiln_exec_ctx *
                                struct kiln_value *const *out, int n_out, kiln_error *err) {
     struct mm_shape s;
     kiln_status st = mm_analyze(n, in[0], in[1], &s, err);
-    if (st) return st;
+    if (st || (st = mm_bias_check(n, in, n_in, &s, err))) return st;
     int64_t on = kiln_value_numel(out[0]);
     if (on == 0) return KILN_OK;
     int64_t *aoff = mm_batch_offsets(&s, in[0], s.M * s.K);
@@ -305,6 +327,12 @@ static kiln_status matmul_exec(const struct kiln_node *n, struct kiln_exec_ctx *
     default:
         mm_int(in[0], in[1], out[0], s.nbatch, aoff, boff, s.M, s.N, s.K);
         break;
+    }
+    if (n->sum_input) {   /* fused bias, float32 only (mm_bias_check): one row of N */
+        float *o = out[0]->data;
+        const float *b = in[2]->data;
+        for (int64_t r = 0; r < on / s.N; r++)
+            for (int64_t j = 0; j < s.N; j++) o[r * s.N + j] += b[j];
     }
     free(aoff);
     free(boff);
@@ -382,7 +410,8 @@ static kiln_status matmul_fast_run(const struct kiln_node *n, struct kiln_exec_c
         if (!st && f->act_fused) st = kiln_activation_apply(n, out[0], err);
         return st;
     }
-    kiln_status st = kiln_dnnl_matmul_exec(f->mm, in[0]->data, in[1]->data, NULL, out[0]->data, err);
+    kiln_status st = kiln_dnnl_matmul_exec(f->mm, in[0]->data, in[1]->data,
+                                           n->sum_input ? in[2]->data : NULL, out[0]->data, err);
     if (st) return kiln_op_fail(err, st, n, "%s", err ? err->msg : "oneDNN matmul failed");
     return KILN_OK;
 }
@@ -391,10 +420,12 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
                                   const struct kiln_value *const *in, int n_in,
                                   struct kiln_value *const *out, int n_out,
                                   struct kiln_kernel *k, kiln_error *err) {
-    if (n_in != 2 || in[0]->dtype != KILN_DTYPE_FLOAT || in[1]->dtype != KILN_DTYPE_FLOAT)
+    if (n_in != (n->sum_input ? 3 : 2) || in[0]->dtype != KILN_DTYPE_FLOAT ||
+        in[1]->dtype != KILN_DTYPE_FLOAT)
         return KILN_OK;
     struct mm_shape s;
-    if (mm_analyze(n, in[0], in[1], &s, NULL)) return KILN_OK;
+    if (mm_analyze(n, in[0], in[1], &s, NULL) || mm_bias_check(n, in, n_in, &s, NULL))
+        return KILN_OK;
     if (s.M == 0 || s.N == 0 || s.K == 0 || s.nbatch == 0) return KILN_OK;
     struct kiln_dnnl_matmul_desc d;
     memset(&d, 0, sizeof d);
@@ -424,6 +455,11 @@ static kiln_status matmul_prepare(const struct kiln_node *n, struct kiln_exec_ct
     }
     dense_strides_of(d.rank, d.src_dims, d.src_strides);
     dense_strides_of(d.rank, d.wei_dims, d.wei_strides);
+    if (n->sum_input) {   /* fused bias [N]: oneDNN's bias broadcast over all rows */
+        d.has_bias = true;
+        for (int32_t i = 0; i < d.rank; i++) d.bias_dims[i] = 1;
+        d.bias_dims[d.rank - 1] = s.N;
+    }
     struct mm_fast *f = calloc(1, sizeof *f);
     if (!f) return kiln_op_fail(err, KILN_ERR_NO_MEMORY, n, "out of memory");
     f->kind = FAST_MATMUL;

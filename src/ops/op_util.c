@@ -405,6 +405,21 @@ kiln_status kiln_activation_apply(const struct kiln_node *n, struct kiln_value *
 #pragma omp parallel for if (len > (1 << 16))
         for (int64_t i = 0; i < len; i++) x[i] = tanhf(x[i]);
         break;
+    case KILN_ACT_GELU_ERF:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        break;
+    case KILN_ACT_GELU_TANH:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) {
+            float v = x[i];
+            x[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+        }
+        break;
+    case KILN_ACT_SILU:
+#pragma omp parallel for if (len > (1 << 16))
+        for (int64_t i = 0; i < len; i++) x[i] = x[i] / (1.0f + expf(-al * x[i]));
+        break;
     default:
         return kiln_op_fail(err, KILN_ERR_INTERNAL, n, "unknown fused activation %d", (int)a->kind);
     }

@@ -412,6 +412,22 @@ UNARY_FAST(gelu_erf, 0.5f * x * one_plus_erf(x * 0.70710678118654752440f), NULL,
 UNARY_FAST(gelu_tanh,
            x / (1.0f + fast_expf(-1.5957691216057308f * (x + 0.044715f * x * x * x))), NULL, 0)
 
+/* x * clip(x / 6 + 1/2, 0, 1), the clamp done on the float's bits (as in
+ * fast_expf): float compares would keep GCC from vectorizing under
+ * -ftrapping-math, and a branch per element mispredicts on real data. A
+ * negative v (sign bit set) becomes +0; a positive one above 1.0 compares
+ * above 1.0's bits and becomes 1. NaN x stays NaN (x * anything). */
+static inline float hard_swish_sel(float x) {
+    float v = x * (1.0f / 6.0f) + 0.5f;
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u &= ~(uint32_t)((int32_t)u >> 31);
+    u = u < 0x3f800000u ? u : 0x3f800000u;
+    memcpy(&v, &u, 4);
+    return x * v;
+}
+UNARY_FAST(hard_swish, hard_swish_sel(x), NULL, 0)
+
 static kiln_status run_fast(const struct kiln_node *n, struct kiln_exec_ctx *ctx, void *state,
                             const struct kiln_value *const *in, int n_in,
                             struct kiln_value *const *out, int n_out, kiln_error *err) {
@@ -423,7 +439,7 @@ static void use_fast(const struct kiln_value *x, const struct unary_def *d, stru
     k->run = run_fast;
     k->state = (void *)(uintptr_t)d;   /* read-only; nothing to release */
     k->release = NULL;
-    k->impl = "simd:expf";
+    k->impl = d == &fast_hard_swish ? "simd" : "simd:expf";
 }
 
 #define PREPARE_FAST(NAME, DEF)                                                                \
@@ -437,6 +453,7 @@ static void use_fast(const struct kiln_value *x, const struct unary_def *d, stru
 PREPARE_FAST(exp, &fast_exp)
 PREPARE_FAST(sigmoid, &fast_sigmoid)
 PREPARE_FAST(swish, &fast_swish)
+PREPARE_FAST(hard_swish, &fast_hard_swish)
 
 /* ---- Gelu: approximate = "none" | "tanh" ---- */
 
@@ -1021,7 +1038,7 @@ const struct kiln_op_def kiln_ops_unary[] = {
     OP("Softplus", 1, IP, softplus),
     OP("Softsign", 1, IP, softsign),
     OP("HardSigmoid", 1, IP, hard_sigmoid),
-    OP("HardSwish", 14, IP, hard_swish),
+    OP_FAST("HardSwish", 14, hard_swish),
     OP("ThresholdedRelu", 10, IP, thresholded_relu),
     OP("Shrink", 9, IP, shrink),
     OP("Clip", 1, IP, clip),

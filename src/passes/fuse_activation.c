@@ -1,4 +1,5 @@
-/* fuse_activation.c — an elementwise activation that is the only reader of a
+/* fuse_activation.c — an elementwise activation (Relu, Clip, LeakyRelu,
+ * Sigmoid, HardSigmoid, HardSwish, Tanh, Gelu, Swish) that is the only reader of a
  * Conv/ConvTranspose/Gemm/MatMul output is folded into that node
  * (node->act); the executor or the node's kernel applies it. Saves a full
  * pass over the activation tensor and, on oneDNN, becomes a post-op. */
@@ -32,12 +33,25 @@ static const float *scalar_const(const struct kiln_graph *g, const struct kiln_n
 
 static bool activation_of(const struct kiln_graph *g, const struct kiln_node *a,
                           struct kiln_activation *out) {
-    if (*a->domain || a->n_outputs != 1) return false;
     memset(out, 0, sizeof *out);
+    if (a->n_outputs != 1) return false;
+    if (!strcmp(a->op_type, "Gelu") && a->n_inputs == 1 &&
+        (!*a->domain || !strcmp(a->domain, "com.microsoft"))) {
+        /* ONNX Gelu (opset 20, also what fuse-patterns writes) or ORT's erf-only contrib op */
+        const char *ap = *a->domain ? "none" : kiln_attr_string(a, "approximate", "none");
+        if (!strcmp(ap, "none")) out->kind = KILN_ACT_GELU_ERF;
+        else if (!strcmp(ap, "tanh")) out->kind = KILN_ACT_GELU_TANH;
+        return out->kind != KILN_ACT_NONE;
+    }
+    if (*a->domain) return false;
     if (!strcmp(a->op_type, "Relu") && a->n_inputs == 1) out->kind = KILN_ACT_RELU;
     else if (!strcmp(a->op_type, "Sigmoid") && a->n_inputs == 1) out->kind = KILN_ACT_SIGMOID;
     else if (!strcmp(a->op_type, "Tanh") && a->n_inputs == 1) out->kind = KILN_ACT_TANH;
     else if (!strcmp(a->op_type, "HardSwish") && a->n_inputs == 1) out->kind = KILN_ACT_HARD_SWISH;
+    else if (!strcmp(a->op_type, "Swish") && a->n_inputs == 1) {
+        out->kind = KILN_ACT_SILU;
+        out->alpha = kiln_attr_float(a, "alpha", 1.0f);
+    }
     else if (!strcmp(a->op_type, "LeakyRelu") && a->n_inputs == 1) {
         out->kind = KILN_ACT_LEAKY_RELU;
         out->alpha = kiln_attr_float(a, "alpha", 0.01f);

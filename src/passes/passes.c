@@ -6,14 +6,18 @@
 #include <string.h>
 
 /* Order matters: folding first turns constant chains into constants that CSE
- * and the pattern passes can read; fuse-residual must run before
+ * and the pattern passes can read; fuse-patterns and fuse-matmul-bias leave a
+ * MatMul -> Gelu (say) for fuse-activation to take in; fuse-residual must run before
  * fuse-activation so that Conv -> Add -> Relu becomes act(conv + r), and
  * fuse-activation never sees an activation it could fuse too early. */
 const struct kiln_pass kiln_default_passes[] = {
     {"fold-constants", kiln_pass_fold_constants},
     {"cse", kiln_pass_cse},
     {"fold-batchnorm", kiln_pass_fold_batchnorm},
+    {"fold-conv-affine", kiln_pass_fold_conv_affine},
     {"fuse-layernorm", kiln_pass_fuse_layernorm},
+    {"fuse-patterns", kiln_pass_fuse_patterns},
+    {"fuse-matmul-bias", kiln_pass_fuse_matmul_bias},
     {"fuse-residual", kiln_pass_fuse_residual},
     {"fuse-activation", kiln_pass_fuse_activation},
     {"dce", kiln_pass_dce},

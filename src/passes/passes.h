@@ -58,6 +58,8 @@ const struct kiln_value *kiln_node_const_f32(const struct kiln_graph *g, const s
                                              int32_t idx);
 
 kiln_status kiln_pass_dce(struct kiln_graph *g, struct kiln_pass_stats *st, kiln_error *err);
+kiln_status kiln_pass_fold_conv_affine(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                       kiln_error *err);
 kiln_status kiln_pass_fold_batchnorm(struct kiln_graph *g, struct kiln_pass_stats *st,
                                      kiln_error *err);
 kiln_status kiln_pass_fuse_activation(struct kiln_graph *g, struct kiln_pass_stats *st,
@@ -67,6 +69,10 @@ kiln_status kiln_pass_fold_constants(struct kiln_graph *g, struct kiln_pass_stat
 kiln_status kiln_pass_cse(struct kiln_graph *g, struct kiln_pass_stats *st, kiln_error *err);
 kiln_status kiln_pass_fuse_layernorm(struct kiln_graph *g, struct kiln_pass_stats *st,
                                      kiln_error *err);
+kiln_status kiln_pass_fuse_patterns(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                    kiln_error *err);
+kiln_status kiln_pass_fuse_matmul_bias(struct kiln_graph *g, struct kiln_pass_stats *st,
+                                       kiln_error *err);
 kiln_status kiln_pass_fuse_residual(struct kiln_graph *g, struct kiln_pass_stats *st,
                                     kiln_error *err);
 

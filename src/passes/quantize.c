@@ -46,6 +46,12 @@ bool kiln_quant_candidate(const struct kiln_graph *g, const struct kiln_node *n)
         }
         return true;
     }
+    if (!strcmp(n->op_type, "MatMul") && n->sum_input) {
+        /* a bias fused by fuse-matmul-bias: input 2, [N] like Gemm's C */
+        const struct kiln_value_info *c = const_input(g, n, 2);
+        return n->sum_input == 2 && n->n_inputs == 3 && w->v.rank == 2 && float_const(c) &&
+               kiln_value_numel(&c->v) == w->v.dims[1];
+    }
     if (n->sum_input) return false;
     if (!strcmp(n->op_type, "Gemm")) {
         if (w->v.rank != 2 || kiln_attr_int(n, "transA", 0) != 0 ||
@@ -324,6 +330,8 @@ static kiln_status rewrite(struct kiln_graph *g, int32_t ni, bool bf16, struct k
         /* QConv / Bf16Conv: the residual after an (omitted or not) bias */
         ids[count] = residual;
         n->sum_input = count++;
+    } else {
+        n->sum_input = 0;   /* a MatMul's fused bias became the QMatMul's plain bias */
     }
     if (!set_inputs(n, ids, count)) return kiln_fail(err, KILN_ERR_NO_MEMORY, "quantize: out of memory");
     keep_attrs(n, conv ? conv_attrs : no_attrs);
@@ -354,7 +362,7 @@ static kiln_status rewrite_all(struct kiln_graph *g, const struct kiln_calib_ran
         if (!kiln_quant_candidate(g, n)) continue;
         bool conv = !strcmp(n->op_type, "Conv");
         if (!bf16 && !conv && !o->matmuls) continue;
-        if (bf16 && n->sum_input) continue;   /* Bf16Conv has no fused residual */
+        if (bf16 && conv && n->sum_input) continue;   /* Bf16Conv has no fused residual */
         bool excluded = false;
         for (const char *const *e = o->exclude; e && *e; e++) excluded |= !strcmp(*e, n->name);
         if (conv && o->skip_depthwise && kiln_attr_int(n, "group", 1) > 1 &&

@@ -457,14 +457,17 @@ static bool r_graph(struct rbuf *b, struct kiln_graph *parent, struct kiln_graph
             n->n_outputs++;
         }
         int32_t ak;
-        if (!r_i32(b, &ak) || ak < 0 || ak > KILN_ACT_TANH || !r_f32(b, &n->act.alpha) ||
+        if (!r_i32(b, &ak) || ak < 0 || ak > KILN_ACT_LAST || !r_f32(b, &n->act.alpha) ||
             !r_f32(b, &n->act.beta) || !r_i32(b, &n->sum_input) || !r_u32(b, &na) || na > 4096)
             goto fail;
         /* a fused residual is input 3 of a Conv that has it (checked again by Conv's infer),
-         * or input 4 of the int8 compiler's kiln.QConv */
+         * input 2 of a MatMul with a fused bias (fuse-matmul-bias), or input 4 of the int8
+         * compiler's kiln.QConv */
         if (n->sum_input &&
             !(n->sum_input == 3 && n->n_inputs == 4 && n->inputs[3] >= 0 &&
               !strcmp(n->op_type, "Conv") && !*n->domain) &&
+            !(n->sum_input == 2 && n->n_inputs == 3 && n->inputs[2] >= 0 &&
+              !strcmp(n->op_type, "MatMul") && !*n->domain) &&
             !(n->sum_input == 4 && n->n_inputs == 5 && n->inputs[4] >= 0 &&
               !strcmp(n->op_type, "QConv") && !strcmp(n->domain, "kiln")))
             goto fail;

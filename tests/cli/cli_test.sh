@@ -112,6 +112,12 @@ if [ -n "$shared" ] && [ -f "$shared/models/mobilenet_v2/model.onnx" ] && [ -d "
     "$kiln" run "$shared/models/mobilenet_v2/model.onnx" --precision int8 --calibrate "$shared/images" \
     --input "$shared/images/chelsea.png" --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --threads 2
 fi
+if [ -n "$shared" ] && [ -f "$shared/models/bert_mini/model.onnx" ]; then
+  # a test_data_set_N folder itself is one input set (its output_K.pb are not inputs)
+  check "compile int8 calibrated on one test_data_set folder" 0 'calibrated on 1 input set' \
+    "$kiln" compile "$shared/models/bert_mini/model.onnx" -o "$tmp/bert8.kiln" --precision int8 \
+    --calibrate "$shared/models/bert_mini/test_data_set_0"
+fi
 if [ -n "$(ls -A "$TMPDIR")" ]; then echo "FAIL temporary plans left behind: $(ls "$TMPDIR")"; fails=$((fails + 1))
 else echo "ok   no temporary plan left"; fi
 if [ -n "$old_tmpdir" ]; then export TMPDIR=$old_tmpdir; else unset TMPDIR; fi
