@@ -238,7 +238,12 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
      * its direct kernels in their own layouts are faster even with a reorder
      * in and one out, so try them. */
     dnnl_memory_desc_t src_int = src_md, dst_int = dst_md;
-    if (sh->src_cl == KILN_LAYOUT_PLAIN && sh->dst_cl == KILN_LAYOUT_PLAIN && strstr(c->impl, "gemm")) {
+    /* Likewise a blocked source written to a plain destination (a graph
+     * output), which oneDNN has no direct kernel for: reorder only the side
+     * whose layout the direct kernel does not take. */
+    bool mixed = sh->src_cl != sh->dst_cl && (strstr(c->impl, "ref") || strstr(c->impl, "gemm"));
+    if ((sh->src_cl == KILN_LAYOUT_PLAIN && sh->dst_cl == KILN_LAYOUT_PLAIN && strstr(c->impl, "gemm")) ||
+        mixed) {
         dnnl_memory_desc_t src_any, dst_any;
         union { dnnl_convolution_desc_t c; dnnl_deconvolution_desc_t d; } desc2;
         dnnl_primitive_desc_t pd2 = NULL;
@@ -258,12 +263,16 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
             const dnnl_memory_desc_t *s2 = dnnl_primitive_desc_query_md(pd2, dnnl_query_src_md, 0);
             const dnnl_memory_desc_t *d2 = dnnl_primitive_desc_query_md(pd2, dnnl_query_dst_md, 0);
             dnnl_primitive_desc_t rs = NULL, rd = NULL, rsum = NULL;
+            bool same_src = s2 && dnnl_memory_desc_equal(s2, &src_md);
+            bool same_dst = d2 && dnnl_memory_desc_equal(d2, &dst_md);
             if (!strstr(impl2, "gemm") && !strstr(impl2, "ref") && s2 && d2 &&
-                dnnl_reorder_primitive_desc_create(&rs, &src_md, eng, s2, eng, NULL) == dnnl_success &&
-                dnnl_reorder_primitive_desc_create(&rd, d2, eng, &dst_md, eng, NULL) == dnnl_success &&
-                dnnl_primitive_create(&c->src_reorder, rs) == dnnl_success &&
-                dnnl_primitive_create(&c->dst_reorder, rd) == dnnl_success &&
-                (!sh->sum ||
+                (same_src ||
+                 (dnnl_reorder_primitive_desc_create(&rs, &src_md, eng, s2, eng, NULL) == dnnl_success &&
+                  dnnl_primitive_create(&c->src_reorder, rs) == dnnl_success)) &&
+                (same_dst ||
+                 (dnnl_reorder_primitive_desc_create(&rd, d2, eng, &dst_md, eng, NULL) == dnnl_success &&
+                  dnnl_primitive_create(&c->dst_reorder, rd) == dnnl_success)) &&
+                (!sh->sum || same_dst ||
                  (dnnl_reorder_primitive_desc_create(&rsum, &dst_md, eng, d2, eng, NULL) == dnnl_success &&
                   dnnl_primitive_create(&c->sum_reorder, rsum) == dnnl_success))) {
                 src_int = *s2;
@@ -271,7 +280,8 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
                 dnnl_primitive_desc_destroy(pd);
                 pd = pd2;
                 pd2 = NULL;
-                snprintf(c->impl, sizeof c->impl, "%s+reorders", impl2);
+                snprintf(c->impl, sizeof c->impl, "%s%s", impl2,
+                         c->src_reorder || c->dst_reorder ? "+reorders" : "");
             } else {
                 if (c->src_reorder) dnnl_primitive_destroy(c->src_reorder);
                 if (c->dst_reorder) dnnl_primitive_destroy(c->dst_reorder);
@@ -291,14 +301,18 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     if (!w_md) goto none;
     if (c->src_reorder) {
         c->src_buf = alloc_aligned(dnnl_memory_desc_get_size(&src_int));
-        c->dst_buf = alloc_aligned(dnnl_memory_desc_get_size(&dst_int));
-        if (!c->src_buf || !c->dst_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: activations"); goto fail; }
+        if (!c->src_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: activations"); goto fail; }
         DN(dnnl_memory_create(&c->src, &src_int, eng, c->src_buf), "memory");
-        DN(dnnl_memory_create(&c->dst, &dst_int, eng, c->dst_buf), "memory");
         DN(dnnl_memory_create(&c->src_user, &src_md, eng, DNNL_MEMORY_NONE), "memory");
-        DN(dnnl_memory_create(&c->dst_user, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
     } else {
         DN(dnnl_memory_create(&c->src, &src_md, eng, DNNL_MEMORY_NONE), "memory");
+    }
+    if (c->dst_reorder) {
+        c->dst_buf = alloc_aligned(dnnl_memory_desc_get_size(&dst_int));
+        if (!c->dst_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: activations"); goto fail; }
+        DN(dnnl_memory_create(&c->dst, &dst_int, eng, c->dst_buf), "memory");
+        DN(dnnl_memory_create(&c->dst_user, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
+    } else {
         DN(dnnl_memory_create(&c->dst, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
     }
     if (sh->has_bias) DN(dnnl_memory_create(&c->bias, &b_md, eng, DNNL_MEMORY_NONE), "memory");
@@ -344,15 +358,18 @@ kiln_status kiln_dnnl_conv_run(struct kiln_dnnl_conv *c, const float *src, const
     kiln_status rc = KILN_OK;
     if (c->src_reorder) {
         DN(dnnl_memory_set_data_handle(c->src_user, (void *)src), "set handle");
-        DN(dnnl_memory_set_data_handle(c->dst_user, dst), "set handle");
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->src_user}, {DNNL_ARG_TO, c->src}};
         DN(dnnl_primitive_execute(c->src_reorder, c->stream, 2, ra), "src reorder");
+    } else {
+        DN(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
+    }
+    if (c->dst_reorder) {
+        DN(dnnl_memory_set_data_handle(c->dst_user, dst), "set handle");
         if (c->sum_reorder) { /* the caller put the residual in dst: the sum post-op reads it there */
             dnnl_exec_arg_t rr[2] = {{DNNL_ARG_FROM, c->dst_user}, {DNNL_ARG_TO, c->dst}};
             DN(dnnl_primitive_execute(c->sum_reorder, c->stream, 2, rr), "residual reorder");
         }
     } else {
-        DN(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
         DN(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
     }
     if (c->has_bias) DN(dnnl_memory_set_data_handle(c->bias, (void *)bias), "set handle");

@@ -142,10 +142,18 @@ done:
 }
 
 /* ---- layouts ----------------------------------------------------------------
- * Channels-last is chosen for float32 activations produced by convolutions,
- * pools and the elementwise ops between them, when every reader of the value
- * can take it: oneDNN then keeps one layout from op to op instead of
- * reordering around each. Everything else, graph outputs included, is plain. */
+ * Float32 activations produced by convolutions, pools and the ops between them
+ * are kept in the layout oneDNN's convolutions want (blocked nChw8c on AVX2,
+ * channels-last on AVX-512), so they are not reordered around every op. Ops
+ * that can run on such values: convolutions and pools (oneDNN, any layout),
+ * elementwise ops over operands of one shape (layout-agnostic), binary ops
+ * with a per-channel operand and Concat along channels (layout_ops.c). Every
+ * other reader gets a plain copy made just before it runs (a converted step,
+ * "+reorders" in profiles); a value that no reader wants laid out, and every
+ * graph output, stays plain. Blocked values whose C is not a multiple of 8 pad
+ * the last block with zeros, as oneDNN does. */
+
+enum layout_kind { LK_OTHER, LK_CL, LK_ELT, LK_CHAN, LK_CONCAT, LK_PAD, LK_TO_NHWC, LK_FROM_NHWC };
 
 static bool is_cl_op(const struct kiln_node *n) {
     static const char *const ops[] = {"Conv", "ConvTranspose", "MaxPool", "AveragePool",
@@ -164,10 +172,18 @@ static bool is_eltwise_name(const struct kiln_node *n) {
         "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
         "LeakyRelu", "Tanh", "Elu", "Selu", "Softplus", "Neg", "Abs", "Exp", "Log", "Sqrt",
         "Erf", "Gelu", "Mish", "Swish", "Max", "Min", "Sum", "Pow", "Reciprocal", "Identity"};
+    if (!strcmp(n->domain, "com.microsoft")) return !strcmp(n->op_type, "Gelu");
     if (*n->domain) return false;
     for (size_t i = 0; i < KILN_ARRAY_LEN(ops); i++)
         if (!strcmp(n->op_type, ops[i])) return true;
     return false;
+}
+
+static bool same_shape(const struct kiln_value *a, const struct kiln_value *b) {
+    if (a->rank != b->rank || a->dtype != b->dtype) return false;
+    for (int32_t r = 0; r < a->rank; r++)
+        if (a->dims[r] != b->dims[r]) return false;
+    return true;
 }
 
 /* Elementwise over operands of one shape (scalars aside): any layout works. */
@@ -178,11 +194,108 @@ static bool eltwise_agnostic(const struct kiln_plan *p, const struct kiln_node *
         if (n->inputs[j] < 0) continue;
         const struct kiln_value *v = &p->vals[n->inputs[j]];
         if (kiln_value_numel(v) == 1) continue;
-        if (v->rank != o->rank || v->dtype != o->dtype) return false;
-        for (int32_t r = 0; r < v->rank; r++)
-            if (v->dims[r] != o->dims[r]) return false;
+        if (!same_shape(v, o)) return false;
     }
     return true;
+}
+
+/* A float32 activation the layouts apply to: N, C, 1 to 3 spatial dims. */
+static bool is_act_value(const struct kiln_value *v) {
+    return v->dtype == KILN_DTYPE_FLOAT && v->rank >= 3 && v->rank <= 5;
+}
+
+/* Add/Sub/Mul/Div of an activation and a per-channel operand ([C,1,...],
+ * [1|N, C, 1...]; squeeze-excitation scales, biases). *big: the input with
+ * the output's shape; *op: enum kiln_layout_binary. */
+static bool chan_binary(const struct kiln_plan *p, const struct kiln_node *n, int *big, int *op) {
+    static const char *const ops[] = {"Add", "Sub", "Mul", "Div"};
+    if (*n->domain || n->n_inputs != 2 || n->n_outputs != 1 || n->outputs[0] < 0 ||
+        n->inputs[0] < 0 || n->inputs[1] < 0 || n->act.kind != KILN_ACT_NONE)
+        return false;
+    *op = -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(n->op_type, ops[i])) *op = i;
+    const struct kiln_value *o = &p->vals[n->outputs[0]];
+    if (*op < 0 || !is_act_value(o)) return false;
+    for (int b = 0; b < 2; b++) {
+        const struct kiln_value *x = &p->vals[n->inputs[b]], *y = &p->vals[n->inputs[1 - b]];
+        if (!same_shape(x, o) || y->dtype != KILN_DTYPE_FLOAT || kiln_value_numel(y) <= 1 ||
+            y->rank < o->rank - 1 || y->rank > o->rank)
+            continue;
+        bool ok = true;
+        for (int32_t k = 0; ok && k < y->rank; k++) {
+            int32_t od = k + o->rank - y->rank;
+            int64_t d = y->dims[k];
+            ok = od == 1 ? d == o->dims[1] : od == 0 ? (d == 1 || d == o->dims[0]) : d == 1;
+        }
+        if (ok) {
+            *big = b;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool concat_channels(const struct kiln_plan *p, const struct kiln_node *n) {
+    if (*n->domain || strcmp(n->op_type, "Concat") || n->n_outputs != 1 || n->outputs[0] < 0)
+        return false;
+    const struct kiln_value *o = &p->vals[n->outputs[0]];
+    if (!is_act_value(o)) return false;
+    int64_t axis = kiln_attr_int(n, "axis", 1);
+    if (axis != 1 && axis != 1 - o->rank) return false;
+    for (int32_t j = 0; j < n->n_inputs; j++)
+        if (n->inputs[j] < 0 || p->vals[n->inputs[j]].dtype != KILN_DTYPE_FLOAT ||
+            p->vals[n->inputs[j]].rank != o->rank)
+            return false;
+    return true;
+}
+
+/* Constant-mode Pad (opset 11+) of an activation with non-negative pads
+ * known at plan time, none on the batch dim (blazeface pads channels). */
+static bool pad_simple(const struct kiln_plan *p, const struct kiln_node *n) {
+    if (*n->domain || strcmp(n->op_type, "Pad") || n->opset < 11 || n->n_inputs < 2 ||
+        n->n_inputs > 3 || n->n_outputs != 1 || n->outputs[0] < 0 || n->inputs[0] < 0 ||
+        n->inputs[1] < 0 || strcmp(kiln_attr_string(n, "mode", "constant"), "constant"))
+        return false;
+    const struct kiln_value *x = &p->vals[n->inputs[0]], *pads = &p->vals[n->inputs[1]];
+    if (!is_act_value(x) || !data_known(p, n->inputs[1]) || kiln_value_numel(pads) != 2 * x->rank)
+        return false;
+    for (int32_t i = 0; i < 2 * x->rank; i++)
+        if (kiln_value_get_int(pads, i) < 0 || (i % x->rank == 0 && kiln_value_get_int(pads, i)))
+            return false;
+    if (n->n_inputs == 3 && n->inputs[2] >= 0 &&
+        (!data_known(p, n->inputs[2]) || p->vals[n->inputs[2]].dtype != KILN_DTYPE_FLOAT ||
+         kiln_value_numel(&p->vals[n->inputs[2]]) != 1))
+        return false;
+    return true;
+}
+
+/* Transpose between NCHW and NHWC (4-D float): perm (0,2,3,1) reads an
+ * activation into a plain NHWC value, (0,3,1,2) makes one from NHWC (models
+ * converted from TensorFlow have one at each end). 1: to NHWC, 2: from. */
+static int nhwc_transpose(const struct kiln_plan *p, const struct kiln_node *n) {
+    if (*n->domain || strcmp(n->op_type, "Transpose") || n->n_inputs != 1 || n->n_outputs != 1 ||
+        n->inputs[0] < 0 || n->outputs[0] < 0)
+        return 0;
+    const struct kiln_value *x = &p->vals[n->inputs[0]];
+    int64_t cnt = 0;
+    const int64_t *perm = kiln_attr_ints(n, "perm", &cnt);
+    if (x->dtype != KILN_DTYPE_FLOAT || x->rank != 4 || !perm || cnt != 4 || perm[0] != 0) return 0;
+    if (perm[1] == 2 && perm[2] == 3 && perm[3] == 1) return 1;
+    if (perm[1] == 3 && perm[2] == 1 && perm[3] == 2) return 2;
+    return 0;
+}
+
+static enum layout_kind layout_kind(const struct kiln_plan *p, const struct kiln_node *n) {
+    int big, op;
+    if (is_cl_op(n)) return LK_CL;
+    if (eltwise_agnostic(p, n)) return LK_ELT;
+    if (chan_binary(p, n, &big, &op)) return LK_CHAN;
+    if (concat_channels(p, n)) return LK_CONCAT;
+    if (pad_simple(p, n)) return LK_PAD;
+    int t = nhwc_transpose(p, n);
+    if (t) return t == 1 ? LK_TO_NHWC : LK_FROM_NHWC;
+    return LK_OTHER;
 }
 
 static void demote(uint8_t *L, int32_t v, bool *changed) {
@@ -208,49 +321,76 @@ static enum kiln_layout preferred_layout(int32_t requested) {
     return KILN_LAYOUT_CHANNELS_LAST;
 }
 
-static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g, int32_t requested) {
+/* Runs before the arena is laid out: blocked values with padded channels
+ * take more bytes, and views of laid-out values read by plain-only ops get
+ * buffers of their own. */
+static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *g,
+                                  int32_t requested, const struct kiln_plan_options *o,
+                                  kiln_error *err) {
     enum kiln_layout want = preferred_layout(requested);
     /* oneDNN's int8 convolutions run in NHWC only (ops/quant.c): an int8 graph
      * keeps its activations there */
     for (int32_t i = 0; requested == 0 && i < g->n_nodes; i++)
         if (!strcmp(g->nodes[i].domain, "kiln") && !strcmp(g->nodes[i].op_type, "QConv"))
             want = KILN_LAYOUT_CHANNELS_LAST;
-    if (want == KILN_LAYOUT_PLAIN) return;
-    uint8_t *L = calloc((size_t)(p->n_values ? p->n_values : 1), 1);
-    if (!L) return; /* plain everywhere is always correct */
+    if (want == KILN_LAYOUT_PLAIN) return KILN_OK;
+    size_t nv = (size_t)(p->n_values ? p->n_values : 1);
+    uint8_t *L = calloc(nv, 1), *cap = calloc(nv, 1), *unalias = calloc(nv, 1);
+    uint8_t *pk = calloc(nv, 1);   /* layout kind of each value's producer */
+    uint8_t *kinds = calloc((size_t)(p->n_steps ? p->n_steps : 1), 1);
+    int32_t *cl_src = calloc(nv, sizeof *cl_src);   /* a conv/pool output's input 0 */
+    if (!L || !cap || !unalias || !pk || !kinds || !cl_src) {
+        free(L); free(cap); free(unalias); free(pk); free(kinds); free(cl_src);
+        return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: planning", o->label);
+    }
     for (int32_t si = 0; si < p->n_steps; si++) {
         const struct kiln_node *n = &g->nodes[p->steps[si].node];
-        if (n->n_outputs < 1 || n->outputs[0] < 0) continue;
-        const struct kiln_value *o = &p->vals[n->outputs[0]];
-        /* blocked layouts only where channels fill whole blocks: no padding */
-        if (o->dtype == KILN_DTYPE_FLOAT && o->rank >= 3 && o->rank <= 5 &&
-            (want != KILN_LAYOUT_BLOCKED8 || o->dims[1] % 8 == 0) &&
-            (is_cl_op(n) || eltwise_agnostic(p, n)))
+        kinds[si] = (uint8_t)layout_kind(p, n);
+        for (int32_t j = 0; j < n->n_outputs; j++)
+            if (n->outputs[j] >= 0) {
+                pk[n->outputs[j]] = kinds[si];
+                cl_src[n->outputs[j]] = kinds[si] == LK_CL && n->inputs[0] >= 0 ? n->inputs[0] : 0;
+            }
+        if (kinds[si] == LK_OTHER || n->n_outputs < 1 || n->outputs[0] < 0) continue;
+        const struct kiln_value *ov = &p->vals[n->outputs[0]];
+        int64_t S = 1;
+        for (int32_t r = 2; r < ov->rank; r++) S *= ov->dims[r];
+        /* padded blocks only where the padding is a small part of the data,
+         * or a convolution writes them (oneDNN pads its own blocked outputs) */
+        if (is_act_value(ov) && (want != KILN_LAYOUT_BLOCKED8 || ov->dims[1] % 8 == 0 ||
+                                 ov->dims[1] > 8 || S == 1 || kinds[si] == LK_CL))
             L[n->outputs[0]] = 1;
     }
     bool changed = true;
     while (changed) {
         changed = false;
+        memset(cap, 0, nv);
         for (int32_t si = 0; si < p->n_steps; si++) {
             const struct kiln_node *n = &g->nodes[p->steps[si].node];
-            if (is_cl_op(n)) {
+            int big, op;
+            switch (kinds[si]) {
+            case LK_CL:
+                if (n->inputs[0] >= 0) cap[n->inputs[0]] = 1;
+                /* oneDNN pools only keep a layout (from plain into blocked is its
+                 * reference kernel): a plain input gives a plain output */
+                if (strstr(n->op_type, "Pool") && n->inputs[0] >= 0 && !L[n->inputs[0]])
+                    demote(L, n->outputs[0], &changed);
                 for (int32_t j = 1; j < n->n_inputs; j++)
                     if (j != n->sum_input) demote(L, n->inputs[j], &changed);
                 for (int32_t j = 1; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
                 if (n->sum_input) {
                     /* a fused residual is summed into the output in place, so it must
                      * share the output's shape and layout, else both go plain */
-                    int32_t r = n->inputs[n->sum_input], o = n->outputs[0];
-                    const struct kiln_value *rv = &p->vals[r], *ov = &p->vals[o];
-                    bool same = rv->rank == ov->rank && rv->dtype == ov->dtype;
-                    for (int32_t d = 0; same && d < rv->rank; d++) same = rv->dims[d] == ov->dims[d];
-                    if (!same) demote(L, r, &changed);
-                    if (L[r] != L[o]) {
+                    int32_t r = n->inputs[n->sum_input], ov = n->outputs[0];
+                    cap[r] = 1;
+                    if (!same_shape(&p->vals[r], &p->vals[ov])) demote(L, r, &changed);
+                    if (L[r] != L[ov]) {
                         demote(L, r, &changed);
-                        demote(L, o, &changed);
+                        demote(L, ov, &changed);
                     }
                 }
-            } else if (eltwise_agnostic(p, n)) {
+                break;
+            case LK_ELT: {
                 bool all = L[n->outputs[0]];
                 for (int32_t j = 0; j < n->n_inputs; j++)
                     if (n->inputs[j] >= 0 && kiln_value_numel(&p->vals[n->inputs[j]]) != 1 &&
@@ -259,23 +399,92 @@ static void assign_layouts(struct kiln_plan *p, const struct kiln_graph *g, int3
                 if (!all) {
                     demote(L, n->outputs[0], &changed);
                     for (int32_t j = 0; j < n->n_inputs; j++) demote(L, n->inputs[j], &changed);
+                } else {
+                    for (int32_t j = 0; j < n->n_inputs; j++)
+                        if (n->inputs[j] >= 0) cap[n->inputs[j]] = 1;
                 }
-            } else {
-                for (int32_t j = 0; j < n->n_inputs; j++) demote(L, n->inputs[j], &changed);
+                break;
+            }
+            case LK_CHAN:
+                chan_binary(p, n, &big, &op);
+                if (L[n->inputs[big]] != L[n->outputs[0]]) {
+                    demote(L, n->inputs[big], &changed);
+                    demote(L, n->outputs[0], &changed);
+                }
+                /* the per-channel operand may be in either layout */
+                cap[n->inputs[0]] = cap[n->inputs[1]] = 1;
+                break;
+            case LK_CONCAT:   /* reads and writes any mix of layouts */
+                for (int32_t j = 0; j < n->n_inputs; j++) cap[n->inputs[j]] = 1;
+                break;
+            case LK_PAD:
+                cap[n->inputs[0]] = 1;
+                break;
+            case LK_TO_NHWC:  /* reads a laid-out activation, writes plain NHWC */
+                cap[n->inputs[0]] = 1;
+                demote(L, n->outputs[0], &changed);
+                break;
+            case LK_FROM_NHWC:  /* the input is NHWC data, never laid out itself */
+                demote(L, n->inputs[0], &changed);
+                break;
+            default:          /* reads plain copies; writes plain */
                 for (int32_t j = 0; j < n->n_outputs; j++) demote(L, n->outputs[j], &changed);
+                break;
             }
         }
         for (int32_t j = 0; j < g->n_outputs; j++) demote(L, g->outputs[j], &changed);
-        /* an alias shares its root's bytes, so it shares its layout */
-        for (int32_t v = 0; v < p->n_values; v++)
-            if (p->kind[v] == KILN_VK_ALIAS && L[v] != L[p->alias[v]]) {
-                demote(L, v, &changed);
-                demote(L, p->alias[v], &changed);
+        /* an alias shares its root's bytes, so it shares its layout; a view that
+         * a plain-only op makes of a laid-out value becomes a plain copy instead */
+        for (int32_t v = 0; v < p->n_values; v++) {
+            unalias[v] = 0;
+            if (p->kind[v] != KILN_VK_ALIAS || L[v] == L[p->alias[v]]) continue;
+            if (L[p->alias[v]] && pk[v] == LK_OTHER) {
+                unalias[v] = 1;
+                continue;
             }
+            demote(L, v, &changed);
+            demote(L, p->alias[v], &changed);
+        }
+        /* laid out for nobody: write it plain to begin with, unless a
+         * convolution or pool reading a laid-out input makes it (oneDNN has
+         * few kernels from blocked to plain; the reader converts instead) */
+        for (int32_t v = 0; v < p->n_values; v++)
+            if (L[v] && !cap[v] && !(pk[v] == LK_CL && L[cl_src[v]])) demote(L, v, &changed);
     }
-    for (int32_t v = 0; v < p->n_values; v++)
+    for (int32_t v = 0; v < p->n_values; v++) {
+        if (unalias[v]) {
+            p->kind[v] = KILN_VK_ARENA;
+            p->alias[v] = -1;
+        }
         p->vals[v].layout = L[v] ? (uint8_t)want : KILN_LAYOUT_PLAIN;
-    free(L);
+        if (L[v]) p->vals[v].nbytes = (size_t)kiln_layout_storage_numel(&p->vals[v]) * sizeof(float);
+    }
+    for (int32_t si = 0; si < p->n_steps; si++) {
+        struct kiln_step *st = &p->steps[si];
+        const struct kiln_node *n = &g->nodes[st->node];
+        bool any = false;
+        for (int32_t j = 0; j < n->n_inputs; j++) any |= n->inputs[j] >= 0 && L[n->inputs[j]];
+        for (int32_t j = 0; j < n->n_outputs; j++) any |= n->outputs[j] >= 0 && L[n->outputs[j]];
+        int big = 0, op = 0;
+        if (!any) continue;
+        if (kinds[si] == LK_ELT) {
+            const struct kiln_value *ov = &p->vals[n->outputs[0]];
+            if (ov->layout == KILN_LAYOUT_BLOCKED8 && ov->dims[1] % 8) st->lop = KILN_LOP_FLAT;
+        } else if (kinds[si] == LK_CHAN && chan_binary(p, n, &big, &op)) {
+            st->lop = KILN_LOP_CHAN_BINARY;
+            st->lop_arg = (int8_t)op;
+            st->lop_big = (int8_t)big;
+        } else if (kinds[si] == LK_CONCAT) {
+            st->lop = KILN_LOP_CONCAT;
+        } else if (kinds[si] == LK_PAD) {
+            st->lop = KILN_LOP_PAD;
+        } else if (kinds[si] == LK_TO_NHWC || kinds[si] == LK_FROM_NHWC) {
+            st->lop = KILN_LOP_NHWC;
+            st->lop_arg = kinds[si] == LK_TO_NHWC;
+        }
+    }
+    free(L); free(cap); free(unalias); free(pk); free(kinds); free(cl_src);
+    return KILN_OK;
 }
 
 static void cl_split(const struct kiln_value *v, int64_t *N, int64_t *C, int64_t *S) {
@@ -285,32 +494,37 @@ static void cl_split(const struct kiln_value *v, int64_t *N, int64_t *C, int64_t
     for (int32_t r = 2; r < v->rank; r++) *S *= v->dims[r];
 }
 
-/* Index of plain element (n, c, s) in v's layout. */
-static inline int64_t layout_index(enum kiln_layout l, int64_t C, int64_t S, int64_t n, int64_t c,
-                                   int64_t s) {
+/* Index of plain element (n, c, s) in v's layout (Cp: C as stored). */
+static inline int64_t layout_index(enum kiln_layout l, int64_t C, int64_t Cp, int64_t S, int64_t n,
+                                   int64_t c, int64_t s) {
     if (l == KILN_LAYOUT_CHANNELS_LAST) return (n * S + s) * C + c;
-    if (l == KILN_LAYOUT_BLOCKED8) return ((n * (C / 8) + c / 8) * S + s) * 8 + c % 8;
+    if (l == KILN_LAYOUT_BLOCKED8) return ((n * (Cp / 8) + c / 8) * S + s) * 8 + c % 8;
     return (n * C + c) * S + s;
 }
 
 void kiln_layout_to_plain(const struct kiln_value *v, const float *src, float *dst) {
     int64_t N, C, S;
     cl_split(v, &N, &C, &S);
+    const int64_t Cp = kiln_layout_channels(v);
     enum kiln_layout l = (enum kiln_layout)v->layout;
 #pragma omp parallel for collapse(2) if (N * C * S > (1 << 16))
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++)
-            for (int64_t s = 0; s < S; s++) dst[(n * C + c) * S + s] = src[layout_index(l, C, S, n, c, s)];
+            for (int64_t s = 0; s < S; s++) dst[(n * C + c) * S + s] = src[layout_index(l, C, Cp, S, n, c, s)];
 }
 
 void kiln_layout_from_plain(const struct kiln_value *v, const float *src, float *dst) {
     int64_t N, C, S;
     cl_split(v, &N, &C, &S);
+    const int64_t Cp = kiln_layout_channels(v);
     enum kiln_layout l = (enum kiln_layout)v->layout;
 #pragma omp parallel for collapse(2) if (N * C * S > (1 << 16))
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++)
-            for (int64_t s = 0; s < S; s++) dst[layout_index(l, C, S, n, c, s)] = src[(n * C + c) * S + s];
+            for (int64_t s = 0; s < S; s++) dst[layout_index(l, C, Cp, S, n, c, s)] = src[(n * C + c) * S + s];
+    struct kiln_value d = *v;
+    d.data = dst;
+    kiln_layout_zero_pad(&d);
 }
 
 /* Steps whose kernel is the plain reference get plain scratch copies. */
@@ -319,7 +533,7 @@ static kiln_status plan_conversions(struct kiln_plan *p, const struct kiln_graph
     for (int32_t si = 0; si < p->n_steps; si++) {
         struct kiln_step *st = &p->steps[si];
         const struct kiln_node *n = &g->nodes[st->node];
-        if ((st->kernel.run && !st->kernel_plain) || eltwise_agnostic(p, n)) continue;
+        if (st->lop || (st->kernel.run && !st->kernel_plain) || eltwise_agnostic(p, n)) continue;
         bool any = false;
         for (int32_t j = 0; j < n->n_inputs; j++)
             if (n->inputs[j] >= 0 && p->vals[n->inputs[j]].layout) any = true;
@@ -339,6 +553,13 @@ static kiln_status plan_conversions(struct kiln_plan *p, const struct kiln_graph
     return KILN_OK;
 }
 
+/* v as its plain counterpart (no padding bytes). */
+static void set_plain(struct kiln_value *v) {
+    v->layout = KILN_LAYOUT_PLAIN;
+    size_t b;
+    if (kiln_value_bytes(v, &b)) v->nbytes = b;
+}
+
 /* Builds fast kernels for the concrete shapes. Only constant inputs carry
  * data here; everything else is bound at run time. */
 static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g,
@@ -355,33 +576,45 @@ static kiln_status prepare_steps(struct kiln_plan *p, const struct kiln_graph *g
     }
     for (int32_t si = 0; si < p->n_steps; si++) {
         const struct kiln_node *n = &g->nodes[p->steps[si].node];
-        if (!n->op->prepare) continue;
+        const uint8_t lop = p->steps[si].lop;
+        if (!n->op->prepare || (lop && lop != KILN_LOP_FLAT)) continue;
+        struct kiln_value flat;
         for (int32_t j = 0; j < n->n_inputs; j++) {
             int32_t v = n->inputs[j];
             in[j] = NULL;
             if (v < 0) continue;
-            inv[j] = p->vals[v];
+            inv[j] = lop == KILN_LOP_FLAT ? *kiln_layout_flat_view(&p->vals[v], &flat) : p->vals[v];
             if (!data_known(p, root_of(p, v))) inv[j].data = NULL;
             in[j] = &inv[j];
         }
         for (int32_t j = 0; j < n->n_outputs; j++) {
             outv[j] = NULL;
             if (n->outputs[j] < 0) continue;
-            outvv[j] = p->vals[n->outputs[j]];
+            int32_t v = n->outputs[j];
+            outvv[j] = lop == KILN_LOP_FLAT ? *kiln_layout_flat_view(&p->vals[v], &flat) : p->vals[v];
             outvv[j].data = NULL;
             outv[j] = &outvv[j];
         }
-        s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs, &p->steps[si].kernel, err);
         bool any_cl = false;
         for (int32_t j = 0; j < n->n_inputs; j++) any_cl |= in[j] && in[j]->layout;
         for (int32_t j = 0; j < n->n_outputs; j++) any_cl |= outv[j] && outv[j]->layout;
-        if (!s && !p->steps[si].kernel.run && any_cl) {
+        /* ops that do not know the layouts get plain operands (converted steps) */
+        bool plain_only = any_cl && layout_kind(p, n) == LK_OTHER;
+        if (plain_only) {
+            for (int32_t j = 0; j < n->n_inputs; j++)
+                if (in[j]) set_plain(&inv[j]);
+            for (int32_t j = 0; j < n->n_outputs; j++)
+                if (outv[j]) set_plain(&outvv[j]);
+        }
+        s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs, &p->steps[si].kernel, err);
+        if (plain_only) p->steps[si].kernel_plain = p->steps[si].kernel.run != NULL;
+        if (!s && !p->steps[si].kernel.run && any_cl && !plain_only) {
             /* no channels-last kernel for this problem: a plain one plus reorders
              * beats the reference kernel */
             for (int32_t j = 0; j < n->n_inputs; j++)
-                if (in[j]) inv[j].layout = KILN_LAYOUT_PLAIN;
+                if (in[j]) set_plain(&inv[j]);
             for (int32_t j = 0; j < n->n_outputs; j++)
-                if (outv[j]) outvv[j].layout = KILN_LAYOUT_PLAIN;
+                if (outv[j]) set_plain(&outvv[j]);
             s = n->op->prepare(n, ctx, in, n->n_inputs, outv, n->n_outputs, &p->steps[si].kernel, err);
             p->steps[si].kernel_plain = p->steps[si].kernel.run != NULL;
         }
@@ -558,13 +791,20 @@ kiln_status kiln_plan_build(const struct kiln_graph *g, const struct kiln_value 
         if (n->op->flops) p->flops += n->op->flops(n, in, n->n_inputs, outv, n->n_outputs);
     }
     if (!p->dynamic) {
+        if (o->prepare && (s = assign_layouts(p, g, o->activation_layout, o, err))) goto fail;
         s = layout_arena(p, g, o, err);
         if (s) goto fail;
         if (o->prepare) {
-            assign_layouts(p, g, o->activation_layout);
             s = prepare_steps(p, g, o, ctx, err);
             if (!s) s = plan_conversions(p, g, o, err);
             if (s) goto fail;
+        }
+        for (int32_t si = 0; si < p->n_steps; si++) {
+            struct kiln_step *st = &p->steps[si];
+            const char *impl = st->kernel.impl ? st->kernel.impl : "ref";
+            if (st->lop && st->lop != KILN_LOP_FLAT) impl = "kiln:layout";
+            /* reorders: the plain copies a converted step makes */
+            snprintf(st->impl, sizeof st->impl, "%s%s", impl, st->convert ? "+reorders" : "");
         }
     } else {
         /* dynamic plans keep only the key; release folded data */

@@ -35,6 +35,11 @@ struct kiln_step {
      * operand j, or NULL when that operand is already plain. */
     bool    convert;
     bool    kernel_plain;        /* the fast kernel was built for plain operands */
+    uint8_t lop;                 /* enum kiln_layout_op: runs on laid-out operands itself */
+    int8_t  lop_arg;             /* KILN_LOP_CHAN_BINARY: enum kiln_layout_binary; KILN_LOP_NHWC:
+                                    1 to NHWC, 0 from; */
+    int8_t  lop_big;             /*   and which input has the output's shape */
+    char    impl[112];           /* kernel.impl with "+reorders" for converted steps */
     double  prof_ms;             /* accumulated time when the session profiles */
     int64_t prof_calls;
     void  **cl_tmp;
@@ -60,9 +65,48 @@ struct kiln_plan {
     bool     stored;             /* taken from a .kiln file's stored plan, not planned */
 };
 
-/* Copies float32 data between plain (N, C, spatial) and v->layout. */
+/* Copies float32 data between plain (N, C, spatial) and v->layout
+ * (from_plain zeroes a blocked value's padding lanes). */
 void kiln_layout_to_plain(const struct kiln_value *v, const float *src, float *dst);
 void kiln_layout_from_plain(const struct kiln_value *v, const float *src, float *dst);
+
+/* How a step runs on operands in the planner's layouts (plan.c, layout_ops.c). */
+enum kiln_layout_op {
+    KILN_LOP_NONE = 0,      /* the op's kernel (plain operands, or layout-aware itself) */
+    KILN_LOP_FLAT,          /* elementwise over padded blocked operands: flat views */
+    KILN_LOP_CONCAT,        /* Concat along channels: kiln_layout_concat */
+    KILN_LOP_CHAN_BINARY,   /* binary op with a per-channel operand: kiln_layout_chan_binary */
+    KILN_LOP_PAD,           /* constant Pad, pads known, none on N: kiln_layout_pad */
+    KILN_LOP_NHWC,          /* Transpose NCHW <-> NHWC as one reorder: kiln_layout_nhwc */
+};
+enum kiln_layout_binary { KILN_LBIN_ADD, KILN_LBIN_SUB, KILN_LBIN_MUL, KILN_LBIN_DIV };
+
+/* Channel count as stored: rounded up to whole blocks for KILN_LAYOUT_BLOCKED8. */
+int64_t kiln_layout_channels(const struct kiln_value *v);
+/* Floats v occupies in its layout (padding included). */
+int64_t kiln_layout_storage_numel(const struct kiln_value *v);
+/* Position of plain element (n, c, flattened spatial s) in v's layout. */
+int64_t kiln_layout_index(const struct kiln_value *v, int64_t n, int64_t c, int64_t s);
+/* Zeroes the padding lanes of a blocked value whose C is not a multiple of 8. */
+void kiln_layout_zero_pad(const struct kiln_value *v);
+/* v as a rank-1 plain value over its whole storage (one-element values:
+ * rank 0), written to *tmp. */
+const struct kiln_value *kiln_layout_flat_view(const struct kiln_value *v, struct kiln_value *tmp);
+/* Runs a step with st->lop set (inputs and outputs bound in p->vals). */
+kiln_status kiln_layout_run_step(struct kiln_plan *p, const struct kiln_step *st,
+                                 const struct kiln_node *n, struct kiln_exec_ctx *ctx,
+                                 kiln_error *err);
+/* kiln_activation_apply over v's whole storage; padding lanes stay zero. */
+kiln_status kiln_layout_activation(const struct kiln_node *n, struct kiln_value *v, kiln_error *err);
+/* Constant-mode Pad: pads (2 * rank, non-negative, none on dim 0) and value. */
+void kiln_layout_pad(const struct kiln_value *x, const int64_t *pads, float value,
+                     const struct kiln_value *out);
+/* to_nhwc: out (plain [N,H,W,C]) from the activation x in any layout;
+ * else out (activation, any layout) from x (plain [N,H,W,C]). */
+void kiln_layout_nhwc(bool to_nhwc, const struct kiln_value *x, const struct kiln_value *out);
+void kiln_layout_concat(const struct kiln_value *const *in, int n_in, const struct kiln_value *out);
+void kiln_layout_chan_binary(int op, bool big_first, const struct kiln_value *big,
+                             const struct kiln_value *small, const struct kiln_value *out);
 
 /* Widest input or output list of any node in g (at least 1). */
 int32_t kiln_graph_max_io(const struct kiln_graph *g);

@@ -157,7 +157,7 @@ int32_t kiln_session_profile(const kiln_session *s, kiln_profile_entry *entries,
     for (int32_t i = 0; i < p->n_steps && i < max && entries; i++) {
         const struct kiln_step *st = &p->steps[i];
         const struct kiln_node *n = &g->nodes[st->node];
-        entries[i] = (kiln_profile_entry){n->name, n->op_type, st->kernel.impl ? st->kernel.impl : "ref",
+        entries[i] = (kiln_profile_entry){n->name, n->op_type, st->impl[0] ? st->impl : st->kernel.impl ? st->kernel.impl : "ref",
                                           st->prof_ms, st->prof_calls};
     }
     return p->n_steps;
@@ -477,6 +477,8 @@ static kiln_status run_converted(struct kiln_session *s, struct kiln_plan *p,
         if (st->cl_tmp[j]) {
             local[j].data = st->cl_tmp[j];
             local[j].layout = KILN_LAYOUT_PLAIN;
+            size_t b;
+            if (kiln_value_bytes(&local[j], &b)) local[j].nbytes = b;   /* no padding */
             if (j < ni) kiln_layout_to_plain(&p->vals[v], p->vals[v].data, st->cl_tmp[j]);
         }
         if (j < ni) in[j] = &local[j];
@@ -510,13 +512,15 @@ static kiln_status run_plan(struct kiln_session *s, struct kiln_plan *p, struct 
         for (int32_t j = 0; j < n->n_inputs; j++) in[j] = n->inputs[j] >= 0 ? &p->vals[n->inputs[j]] : NULL;
         for (int32_t j = 0; j < n->n_outputs; j++) outv[j] = n->outputs[j] >= 0 ? &p->vals[n->outputs[j]] : NULL;
         kiln_status rs;
-        if (st->convert) {
+        if (st->lop) {
+            rs = kiln_layout_run_step(p, st, n, ctx, err);
+        } else if (st->convert) {
             rs = run_converted(s, p, st, n, ctx, err);
         } else {
             rs = st->kernel.run ? st->kernel.run(n, ctx, st->kernel.state, in, n->n_inputs, outv, n->n_outputs, err)
                                 : n->op->exec(n, ctx, in, n->n_inputs, outv, n->n_outputs, err);
             if (!rs && n->act.kind && !st->kernel.fused_activation)
-                rs = kiln_activation_apply(n, outv[0], err);
+                rs = kiln_layout_activation(n, outv[0], err);
         }
         if (prof) {
             clock_gettime(CLOCK_MONOTONIC, &t1);
