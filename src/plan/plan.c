@@ -839,13 +839,6 @@ void kiln_stored_plan_clear(struct kiln_stored_plan *sp) {
     memset(sp, 0, sizeof *sp);
 }
 
-static bool same_shape(const struct kiln_value *a, const struct kiln_value *b) {
-    if (a->dtype != b->dtype || a->rank != b->rank) return false;
-    for (int32_t r = 0; r < a->rank; r++)
-        if (a->dims[r] != b->dims[r]) return false;
-    return true;
-}
-
 #define BAD(...) do { s = kiln_fail(err, KILN_ERR_BAD_MODEL, __VA_ARGS__); goto done; } while (0)
 
 kiln_status kiln_plan_check_stored(const struct kiln_graph *g, struct kiln_stored_plan *sp,
