@@ -133,8 +133,10 @@ static og_model *build(const struct net *c) {
     int64_t shp[2] = {N, -1}, sd[1] = {2};
     og_init_i64(g, "shp", 1, sd, shp);
     og_node_add(g, "Reshape", "cz,shp", "r");
-    /* and back from NHWC into a convolution (a TensorFlow model's input) */
-    og_node *tb = og_node_add(g, "Transpose", "t", "u");
+    /* and back from NHWC into a convolution (a TensorFlow model's input); the
+     * Relu between keeps simplify-transpose from cancelling the two Transposes */
+    og_node_add(g, "Relu", "t", "tn");
+    og_node *tb = og_node_add(g, "Transpose", "tn", "u");
     int64_t perm2[4] = {0, 3, 1, 2};
     og_attr_ints(tb, "perm", perm2, 4);
     conv(g, "u", "z", C3, 8, 3);

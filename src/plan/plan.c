@@ -321,6 +321,9 @@ static enum kiln_layout preferred_layout(int32_t requested) {
     return KILN_LAYOUT_CHANNELS_LAST;
 }
 
+static kiln_status assign_step_layout_ops(struct kiln_plan *p, const struct kiln_graph *g,
+                                          const struct kiln_plan_options *o, kiln_error *err);
+
 /* Runs before the arena is laid out: blocked values with padded channels
  * take more bytes, and views of laid-out values read by plain-only ops get
  * buffers of their own. */
@@ -459,31 +462,42 @@ static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *
         p->vals[v].layout = L[v] ? (uint8_t)want : KILN_LAYOUT_PLAIN;
         if (L[v]) p->vals[v].nbytes = (size_t)kiln_layout_storage_numel(&p->vals[v]) * sizeof(float);
     }
+    free(L); free(cap); free(unalias); free(pk); free(kinds); free(cl_src);
+    return assign_step_layout_ops(p, g, o, err);
+}
+
+/* Which steps run on laid-out operands themselves (st->lop), from the values'
+ * layouts: after assign_layouts, and for a stored plan, whose layouts come
+ * from the file. */
+static kiln_status assign_step_layout_ops(struct kiln_plan *p, const struct kiln_graph *g,
+                                          const struct kiln_plan_options *o, kiln_error *err) {
+    (void)o;
+    (void)err;
     for (int32_t si = 0; si < p->n_steps; si++) {
         struct kiln_step *st = &p->steps[si];
         const struct kiln_node *n = &g->nodes[st->node];
+        int kind = layout_kind(p, n);
         bool any = false;
-        for (int32_t j = 0; j < n->n_inputs; j++) any |= n->inputs[j] >= 0 && L[n->inputs[j]];
-        for (int32_t j = 0; j < n->n_outputs; j++) any |= n->outputs[j] >= 0 && L[n->outputs[j]];
+        for (int32_t j = 0; j < n->n_inputs; j++) any |= n->inputs[j] >= 0 && p->vals[n->inputs[j]].layout;
+        for (int32_t j = 0; j < n->n_outputs; j++) any |= n->outputs[j] >= 0 && p->vals[n->outputs[j]].layout;
         int big = 0, op = 0;
         if (!any) continue;
-        if (kinds[si] == LK_ELT) {
+        if (kind == LK_ELT) {
             const struct kiln_value *ov = &p->vals[n->outputs[0]];
             if (ov->layout == KILN_LAYOUT_BLOCKED8 && ov->dims[1] % 8) st->lop = KILN_LOP_FLAT;
-        } else if (kinds[si] == LK_CHAN && chan_binary(p, n, &big, &op)) {
+        } else if (kind == LK_CHAN && chan_binary(p, n, &big, &op)) {
             st->lop = KILN_LOP_CHAN_BINARY;
             st->lop_arg = (int8_t)op;
             st->lop_big = (int8_t)big;
-        } else if (kinds[si] == LK_CONCAT) {
+        } else if (kind == LK_CONCAT) {
             st->lop = KILN_LOP_CONCAT;
-        } else if (kinds[si] == LK_PAD) {
+        } else if (kind == LK_PAD) {
             st->lop = KILN_LOP_PAD;
-        } else if (kinds[si] == LK_TO_NHWC || kinds[si] == LK_FROM_NHWC) {
+        } else if (kind == LK_TO_NHWC || kind == LK_FROM_NHWC) {
             st->lop = KILN_LOP_NHWC;
-            st->lop_arg = kinds[si] == LK_TO_NHWC;
+            st->lop_arg = kind == LK_TO_NHWC;
         }
     }
-    free(L); free(cap); free(unalias); free(pk); free(kinds); free(cl_src);
     return KILN_OK;
 }
 
@@ -907,15 +921,18 @@ kiln_status kiln_plan_check_stored(const struct kiln_graph *g, struct kiln_store
                 label, b, v, vi->name, k, want);
         if (pv->layout > KILN_LAYOUT_BLOCKED8 ||
             (pv->layout && (k == KILN_VK_CONST || k == KILN_VK_INPUT || k == KILN_VK_FOLDED ||
-                            pv->dtype != KILN_DTYPE_FLOAT || pv->rank < 3 || pv->rank > 5 ||
-                            (pv->layout == KILN_LAYOUT_BLOCKED8 && pv->dims[1] % 8))))
+                            pv->dtype != KILN_DTYPE_FLOAT || pv->rank < 3 || pv->rank > 5)))
             BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' layout %d)", label, b, v,
                 vi->name, pv->layout);
         if (k == KILN_VK_NONE) continue;
         size_t bytes;
-        if (!kiln_value_bytes(pv, &bytes) || (k == KILN_VK_FOLDED && bytes != pv->nbytes))
+        if (!kiln_value_bytes(pv, &bytes) || (k == KILN_VK_FOLDED && bytes != pv->nbytes) ||
+            (pv->layout && bytes > SIZE_MAX / 2))
             BAD("%s: corrupt plan (stored plan for batch %d: value %d '%s' shape or byte count)", label,
                 b, v, vi->name);
+        /* blocked values pad their channels to whole blocks (at most 7 more per
+         * C channels, so at most twice the bytes: checked above) */
+        if (pv->layout) bytes = (size_t)kiln_layout_storage_numel(pv) * sizeof(float);
         pv->nbytes = bytes;
         if (k == KILN_VK_CONST) {
             if (!same_shape(pv, &vi->v))
@@ -1104,6 +1121,7 @@ kiln_status kiln_plan_from_stored(const struct kiln_graph *g, const struct kiln_
     p->flops = sp->flops;
     p->activation_layout = sp->activation_layout;
     p->stored = true;
+    if ((s = assign_step_layout_ops(p, g, o, err))) goto fail;
     if (o->prepare) {
         s = prepare_steps(p, g, o, ctx, err);
         if (!s) s = plan_conversions(p, g, o, err);
