@@ -292,17 +292,20 @@ kiln_status kiln_artifact_write(const struct kiln_graph *g, const char *source_p
         goto done;
     }
     static const uint8_t zeros[PAGE];
+    /* an empty section's buffer may be NULL, which fwrite must not get */
+#define WRITE_ALL(p, n) ((n) == 0 || fwrite((p), 1, (n), f) == (n))
     size_t pad = (size_t)(h.weights_off - h.meta_off - h.meta_len);
-    bool ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(meta.p, 1, meta.len, f) == meta.len &&
-              fwrite(zeros, 1, pad, f) == pad && fwrite(wts.p, 1, wts.len, f) == wts.len;
+    bool ok = fwrite(&h, sizeof h, 1, f) == 1 && WRITE_ALL(meta.p, meta.len) && WRITE_ALL(zeros, pad) &&
+              WRITE_ALL(wts.p, wts.len);
     if (ok && np > 0) {
         size_t pad2 = (size_t)(h.packed_off - h.weights_off - h.weights_len);
-        ok = fwrite(zeros, 1, pad2, f) == pad2 && fwrite(pk.p, 1, pk.len, f) == pk.len;
+        ok = WRITE_ALL(zeros, pad2) && WRITE_ALL(pk.p, pk.len);
     }
     if (ok && h.n_plans) {
         size_t pad3 = (size_t)(h.plans_off - before_plans);
-        ok = fwrite(zeros, 1, pad3, f) == pad3 && fwrite(pl.p, 1, pl.len, f) == pl.len;
+        ok = WRITE_ALL(zeros, pad3) && WRITE_ALL(pl.p, pl.len);
     }
+#undef WRITE_ALL
     ok = (fclose(f) == 0) && ok;
     /* write-then-rename: a crash never leaves a half-written plan under the real name */
     if (!ok || rename(tmp, out_path) != 0) {
