@@ -7,10 +7,10 @@ takes t(b) = a + c1*b seconds (fit a and c1 from `kiln bench --threads 1
   greedy-pad : a free instance takes up to max_batch queued rows, padded up
                to the next power of two (kiln serve before this change)
   share-trim : a free instance takes its fair share of the queue when others
-               are idle too, trimmed down to a power of two (kiln serve now)
+               are idle too, trimmed down to a power of two
   share-all  : a free instance takes 1/c of the queue (c instances, busy or
-               not), trimmed down to a power of two: batches grow only when
-               the queue is longer than the instances
+               not), every size being a run size: batches grow only when the
+               queue is longer than the instances (kiln serve now)
   single     : batch size 1 (no dynamic batching)
 FIFO, no preemption. Prints p50, p99 and p99/p50 per policy and core count.
 
@@ -41,7 +41,8 @@ def simulate(lam, n_inst, t, policy, max_batch=8, n=60000, seed=2):
             idle = 1 + sum(1 for z in range(n_inst) if z != k and free[z] <= start)
             share = idle if policy == "share-trim" else n_inst
             b = min(max_batch, -(-queued // share))
-            b = max(r for r in runs if r <= b)
+            if policy == "share-trim":   # trimmed down to a power of two
+                b = max(r for r in runs if r <= b)
             cost = t(b)
         end = start + cost
         for r in range(i, min(n, i + b)):

@@ -178,6 +178,9 @@ static void make_run_sizes(struct srv_config *c) {
     int n = 0;
     if (c->n_preferred) {
         for (int32_t i = 0; i < c->n_preferred; i++) tmp[n++] = c->preferred[i];
+    } else if (mb <= SRV_MAX_RUN_SIZES) {
+        /* every size: a batch runs exactly as formed, never padded or trimmed */
+        for (int64_t b = 1; b < mb; b++) tmp[n++] = b;
     } else {
         for (int64_t b = 1; b < mb && n < 62; b *= 2) tmp[n++] = b;
     }
