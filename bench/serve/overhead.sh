@@ -46,7 +46,8 @@ j=$work/perf.json
 p50=$(jget p50_ms "$j"); p99=$(jget p99_ms "$j")
 cp50=$(jget server_compute_p50_ms "$j"); cmean=$(jget server_compute_ms "$j"); qmean=$(jget server_queue_ms "$j")
 n=$(jget ok "$j"); errs=$(jget errors "$j")
-over=$(awk -v a="$p50" -v b="$cp50" 'BEGIN { if (b == "null" || a == "null") print "nan"; else printf "%.1f", (a - b) * 1000 }')
+# no figures (perf failed, or the server answered nothing): say so, never "meets"
+over=$(awk -v a="$p50" -v b="$cp50" 'BEGIN { if (a == "" || b == "" || b == "null" || a == "null") print "nan"; else printf "%.1f", (a - b) * 1000 }')
 verdict=$(awk -v o="$over" 'BEGIN { print (o != "nan" && o <= 150) ? "meets" : "MISSES" }')
 echo
 echo "== overhead: y = x*2+1 on [1,4], binary tensors, concurrency 1 =="
