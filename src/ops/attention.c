@@ -27,6 +27,7 @@
  */
 #include "ops/op.h"
 #include "ops/attention.h"
+#include "ops/fast_expf.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -276,44 +277,6 @@ static double att_flops(const struct kiln_node *n, const struct kiln_value *cons
 #define ATT_NR KILN_ATT_NR   /* tile columns */
 #define ATT_MR KILN_ATT_MR   /* tile rows: 6x16 accumulators fill 12 of AVX2's 16 registers */
 
-/* e^x for float32, branch-free so that `omp simd` vectorizes it: Cody-Waite
- * reduction and a degree-6 polynomial (Cephes), about 1 ulp; the same
- * function as unary.c's fast path. x = -inf gives 0, NaN passes. */
-static inline float att_expf(float x) {
-    uint32_t ix, tb, eb, yb;
-    memcpy(&ix, &x, 4);
-    uint32_t sm = (uint32_t)((int32_t)ix >> 31);
-    uint32_t lim = 0x42b17218u ^ (sm & (0x42b17218u ^ 0xc2ad3333u));
-    uint32_t cb = ix < lim ? ix : lim;
-    float xc;
-    memcpy(&xc, &cb, 4);
-    float t = xc * 1.44269504088896341f + 12582912.0f;
-    float nn = t - 12582912.0f;
-    float r = xc - nn * 0.693359375f;
-    r = r + nn * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    memcpy(&tb, &t, 4);
-    eb = (tb - 0x4B400000u + 126u) << 23;
-    float e, y;
-    memcpy(&e, &eb, 4);
-    y = p * e * 2.0f;
-    memcpy(&yb, &y, 4);
-    uint32_t ax = ix & 0x7fffffffu;
-    uint32_t inf = 0u - (uint32_t)(ix > 0x42b17218u && ix < 0x80000000u);
-    uint32_t zero = 0u - (uint32_t)(ix > 0xc2ad3333u);
-    uint32_t nan = 0u - (uint32_t)(ax > 0x7f800000u);
-    yb = (yb & ~inf) | (0x7f800000u & inf);
-    yb &= ~zero;
-    yb = (yb & ~nan) | (ix & nan);
-    memcpy(&y, &yb, 4);
-    return y;
-}
 
 /* C[MR x NR] = A[MR x K] (row stride lda) * B[K x NR] (row stride ldb), C row
  * stride ldc; the portable form. The AVX2 form below is the same product with
@@ -408,7 +371,7 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(const float *A, int64_
         }                                                                                      \
         float sum = 0.0f;                                                                      \
         _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < n; j++) {               \
-            float e = att_expf(s[j] - mx);                                                     \
+            float e = fast_expf(s[j] - mx);                                                     \
             s[j] = e;                                                                          \
             sum += e;                                                                          \
         }                                                                                      \
