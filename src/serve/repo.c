@@ -10,7 +10,6 @@
 #include "serve/internal.h"
 #include "base/status.h"
 #include "backend/dnnl_qconv.h"
-#include "base/wcache.h"
 #include "passes/quantize.h"
 #include "runtime/model.h"
 
@@ -297,9 +296,7 @@ static kiln_status apply_precision(struct kiln_server *s, struct srv_version *v,
     struct kiln_quant_stats qs;
     kiln_status st = kiln_convert_bf16(m->onnx.graph, &qs, err);
     if (st) return st;
-    /* packed fp32 weights (none yet, but keep the invariant of kiln compile) */
-    kiln_wcache_free(m->wcache);
-    if (!(m->wcache = kiln_wcache_new())) return kiln_fail(err, KILN_ERR_NO_MEMORY, "%s: weight cache", v->name);
+    /* no session has packed a weight yet, so the weight cache needs no reset */
     logf_(s, "%s: bf16: %d Conv and %d Gemm/MatMul with bf16 weights", v->name, qs.convs, qs.matmuls);
     return KILN_OK;
 }
