@@ -17,6 +17,7 @@
 #include "passes/passes.h"
 #include "runtime/model.h"
 #include "support/kt.h"
+#include "support/ktmodel.h"
 #include "support/onnxgen.h"
 
 #include <math.h>
@@ -50,48 +51,6 @@ static void init_scalar(og_graph *g, const char *name, float v) {
     og_init_f32(g, name, 0, NULL, &v);
 }
 
-static kiln_model *load(const uint8_t *buf, size_t len, int no_optimize, const char *label) {
-    kiln_load_options lo = kiln_load_options_default();
-    lo.no_optimize = no_optimize;
-    kiln_error err;
-    kiln_model *m = NULL;
-    if (!EXPECT_OK(label, kiln_model_load_buffer(buf, len, label, &lo, &m, &err), &err)) return NULL;
-    return m;
-}
-
-struct pair {
-    kiln_model *raw, *opt;
-};
-
-static struct pair load_pair(og_model *om, const char *label) {
-    size_t len;
-    uint8_t *buf = og_model_pack(om, &len);
-    og_model_free(om);
-    struct pair p = {load(buf, len, 1, label), load(buf, len, 0, label)};
-    free(buf);
-    return p;
-}
-
-static void pair_free(struct pair *p) {
-    kiln_model_free(p->raw);
-    kiln_model_free(p->opt);
-}
-
-static int count_op(const kiln_model *m, const char *op) {
-    if (!m) return -1;
-    const struct kiln_graph *g = m->onnx.graph;
-    int c = 0;
-    for (int32_t i = 0; i < g->n_nodes; i++) c += !strcmp(g->nodes[i].op_type, op);
-    return c;
-}
-
-static const struct kiln_node *find_op(const kiln_model *m, const char *op) {
-    if (!m) return NULL;
-    const struct kiln_graph *g = m->onnx.graph;
-    for (int32_t i = 0; i < g->n_nodes; i++)
-        if (!strcmp(g->nodes[i].op_type, op)) return &g->nodes[i];
-    return NULL;
-}
 
 #define MAXO 5
 
@@ -118,7 +77,7 @@ static int run(const kiln_model *m, int reference, const kiln_tensor *in, int n_
 
 /* Optimized outputs within tol (relative above magnitude 1) of the
  * unoptimized model's, fast against fast and reference against reference. */
-static void check_same(const struct pair *p, const kiln_tensor *in, int n_in, int n_out,
+static void check_same(const struct kt_pair *p, const kiln_tensor *in, int n_in, int n_out,
                        float tol, const char *what) {
     if (!p->raw || !p->opt) return;
     float *want[MAXO] = {0}, *got[MAXO] = {0};
@@ -294,18 +253,18 @@ static og_model *bert_model(const struct bert_case *c) {
 }
 
 static void run_bert_case(const struct bert_case *c, const char *label) {
-    struct pair p = load_pair(bert_model(c), label);
-    CHECK(count_op(p.opt, "Attention") == 1, "%s: %d kiln.Attention, want 1", label,
-          count_op(p.opt, "Attention"));
-    CHECK(count_op(p.opt, "Softmax") == 0 && count_op(p.opt, "Transpose") == 0 &&
-              count_op(p.opt, "Div") == 0 && count_op(p.opt, "Add") == 0 &&
-              count_op(p.opt, "Mul") == 0,
+    struct kt_pair p = kt_load_pair(bert_model(c), label);
+    CHECK(kt_count_op(p.opt, "Attention") == 1, "%s: %d kiln.Attention, want 1", label,
+          kt_count_op(p.opt, "Attention"));
+    CHECK(kt_count_op(p.opt, "Softmax") == 0 && kt_count_op(p.opt, "Transpose") == 0 &&
+              kt_count_op(p.opt, "Div") == 0 && kt_count_op(p.opt, "Add") == 0 &&
+              kt_count_op(p.opt, "Mul") == 0,
           "%s: left Softmax %d, Transpose %d, Div %d, Add %d, Mul %d", label,
-          count_op(p.opt, "Softmax"), count_op(p.opt, "Transpose"), count_op(p.opt, "Div"),
-          count_op(p.opt, "Add"), count_op(p.opt, "Mul"));
-    CHECK(count_op(p.opt, "MatMul") == 3, "%s: %d MatMul, want the 3 projections",
-          label, count_op(p.opt, "MatMul"));
-    const struct kiln_node *a = find_op(p.opt, "Attention");
+          kt_count_op(p.opt, "Softmax"), kt_count_op(p.opt, "Transpose"), kt_count_op(p.opt, "Div"),
+          kt_count_op(p.opt, "Add"), kt_count_op(p.opt, "Mul"));
+    CHECK(kt_count_op(p.opt, "MatMul") == 3, "%s: %d MatMul, want the 3 projections",
+          label, kt_count_op(p.opt, "MatMul"));
+    const struct kiln_node *a = kt_find_op(p.opt, "Attention");
     if (a) {
         CHECK(!strcmp(a->domain, "kiln"), "%s: domain '%s'", label, a->domain);
         CHECK(fabsf(kiln_attr_float(a, "scale", 0) - 1.0f / sqrtf((float)c->D)) < 1e-6f,
@@ -327,7 +286,7 @@ static void run_bert_case(const struct bert_case *c, const char *label) {
     check_same(&p, in, c->mask == MASK_PAD ? 2 : 1, 1, 1e-4f, label);
     free(x);
     free(m);
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 static void test_bert_shapes(void) {
@@ -370,11 +329,11 @@ static void three_d(int64_t Skv) {
     og_output(g, "y", OG_FLOAT, 3, dy);
     char label[32];
     snprintf(label, sizeof label, "3-d Skv=%lld", (long long)Skv);
-    struct pair p = load_pair(om, label);
-    CHECK(count_op(p.opt, "Attention") == 1 && count_op(p.opt, "MatMul") == 0,
-          "%s: %d Attention, %d MatMul", label, count_op(p.opt, "Attention"),
-          count_op(p.opt, "MatMul"));
-    const struct kiln_node *a = find_op(p.opt, "Attention");
+    struct kt_pair p = kt_load_pair(om, label);
+    CHECK(kt_count_op(p.opt, "Attention") == 1 && kt_count_op(p.opt, "MatMul") == 0,
+          "%s: %d Attention, %d MatMul", label, kt_count_op(p.opt, "Attention"),
+          kt_count_op(p.opt, "MatMul"));
+    const struct kiln_node *a = kt_find_op(p.opt, "Attention");
     int64_t n;
     CHECK(a && !kiln_attr_ints(a, "q_perm", &n) && !kiln_attr_ints(a, "kt_perm", &n) &&
               !kiln_attr_ints(a, "out_perm", &n),
@@ -387,7 +346,7 @@ static void three_d(int64_t Skv) {
     kiln_tensor in[4] = {ftensor("q", 3, dq, q), ftensor("kt", 3, dk, k), ftensor("v", 3, dv, v),
                          ftensor("m", 2, dm, m)};
     check_same(&p, in, 4, 1, 1e-4f, label);
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* 19 keys, and none (softmax over an empty axis, P·V of zeros) */
@@ -435,17 +394,17 @@ static void test_packed_qkv(void) {
     transpose(g, "o", "ot", p0213, 4);
     og_node_add(g, "Reshape", "ot,shape3", "y");
     og_output(g, "y", OG_FLOAT, 3, dy);
-    struct pair p = load_pair(om, "packed qkv");
-    CHECK(count_op(p.opt, "Attention") == 1 && count_op(p.opt, "Softmax") == 0 &&
-              count_op(p.opt, "Transpose") == 1,
+    struct kt_pair p = kt_load_pair(om, "packed qkv");
+    CHECK(kt_count_op(p.opt, "Attention") == 1 && kt_count_op(p.opt, "Softmax") == 0 &&
+              kt_count_op(p.opt, "Transpose") == 1,
           "packed qkv: %d Attention, %d Softmax, %d Transpose (want 1, 0, 1)",
-          count_op(p.opt, "Attention"), count_op(p.opt, "Softmax"), count_op(p.opt, "Transpose"));
+          kt_count_op(p.opt, "Attention"), kt_count_op(p.opt, "Softmax"), kt_count_op(p.opt, "Transpose"));
     float *x = malloc((size_t)numel(3, dx) * sizeof *x);
     fill_rand(x, numel(3, dx), 2.0f);
     kiln_tensor in = ftensor("qkv", 3, dx, x);
     check_same(&p, &in, 1, 1, 1e-4f, "packed qkv");
     free(x);
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* ---- fuse-attention: near misses ------------------------------------------- */
@@ -486,9 +445,9 @@ static void test_near_misses(void) {
         if (variant == 4) og_output(g, "s1", OG_FLOAT, 4, dq);
         char label[32];
         snprintf(label, sizeof label, "near miss %d", variant);
-        struct pair p = load_pair(om, label);
-        CHECK(count_op(p.opt, "Attention") == 0 && count_op(p.opt, "Softmax") == 1,
-              "%s: fused (%d Attention)", label, count_op(p.opt, "Attention"));
+        struct kt_pair p = kt_load_pair(om, label);
+        CHECK(kt_count_op(p.opt, "Attention") == 0 && kt_count_op(p.opt, "Softmax") == 1,
+              "%s: fused (%d Attention)", label, kt_count_op(p.opt, "Attention"));
         float q[288], k[288], v[144];
         fill_rand(q, 288, 1.0f);
         fill_rand(k, 288, 1.0f);
@@ -496,7 +455,7 @@ static void test_near_misses(void) {
         kiln_tensor in[3] = {ftensor("q", 4, dq, q), ftensor("kt", 4, dk, k),
                              ftensor("v", 4, dv, v)};
         check_same(&p, in, 3, variant == 0 || variant == 3 ? 1 : 2, 1e-5f, label);
-        pair_free(&p);
+        kt_pair_free(&p);
     }
 }
 
@@ -520,10 +479,10 @@ static void test_transpose_chains(void) {
     og_output(g, "y1", OG_FLOAT, 3, d1);
     og_output(g, "y2", OG_FLOAT, 3, d);
     og_output(g, "y3", OG_FLOAT, 3, d);
-    struct pair p = load_pair(om, "transpose chains");
-    CHECK(count_op(p.raw, "Transpose") == 5, "raw: %d", count_op(p.raw, "Transpose"));
-    CHECK(count_op(p.opt, "Transpose") == 2, "%d Transposes left, want 2 (composed + output)",
-          count_op(p.opt, "Transpose"));
+    struct kt_pair p = kt_load_pair(om, "transpose chains");
+    CHECK(kt_count_op(p.raw, "Transpose") == 5, "raw: %d", kt_count_op(p.raw, "Transpose"));
+    CHECK(kt_count_op(p.opt, "Transpose") == 2, "%d Transposes left, want 2 (composed + output)",
+          kt_count_op(p.opt, "Transpose"));
     if (p.opt) {
         const struct kiln_graph *gg = p.opt->onnx.graph;
         int composed = 0;
@@ -541,7 +500,7 @@ static void test_transpose_chains(void) {
     fill_rand(x, 24, 1.0f);
     kiln_tensor in = ftensor("x", 3, d, x);
     check_same(&p, &in, 1, 3, 0.0f, "transpose chains");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* Reshape∘Reshape collapses; a Reshape to the input's declared shape goes; a
@@ -567,15 +526,15 @@ static void test_reshape_chains(void) {
     og_output(g, "y1", OG_FLOAT, 2, d46);
     og_output(g, "y2", OG_FLOAT, 3, d);
     og_output(g, "y3", OG_FLOAT, 2, d64);
-    struct pair p = load_pair(om, "reshape chains");
-    CHECK(count_op(p.raw, "Reshape") == 5, "raw: %d", count_op(p.raw, "Reshape"));
+    struct kt_pair p = kt_load_pair(om, "reshape chains");
+    CHECK(kt_count_op(p.raw, "Reshape") == 5, "raw: %d", kt_count_op(p.raw, "Reshape"));
     /* y1's chain -> 1, identity -> 0, y3's chain with a 0 -> 2 (CSE merges the two [6,4] reshapes) */
-    CHECK(count_op(p.opt, "Reshape") == 3, "%d Reshapes left, want 3", count_op(p.opt, "Reshape"));
+    CHECK(kt_count_op(p.opt, "Reshape") == 3, "%d Reshapes left, want 3", kt_count_op(p.opt, "Reshape"));
     float x[24];
     fill_rand(x, 24, 1.0f);
     kiln_tensor in = ftensor("x", 3, d, x);
     check_same(&p, &in, 1, 3, 0.0f, "reshape chains");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* MatMul(Transpose(a, swap), b), MatMul(a, Transpose(b)), both, and one
@@ -606,9 +565,9 @@ static void test_transpose_into_matmul(void) {
     og_output(g, "rb", OG_FLOAT, 3, (int64_t[3]){2, 4, 5});
     og_output(g, "y5", OG_FLOAT, 3, (int64_t[3]){2, 5, 4});
     (void)y2d;
-    struct pair p = load_pair(om, "transpose into matmul");
-    CHECK(count_op(p.opt, "Transpose") == 1, "%d Transposes left, want 1 (bT)",
-          count_op(p.opt, "Transpose"));
+    struct kt_pair p = kt_load_pair(om, "transpose into matmul");
+    CHECK(kt_count_op(p.opt, "Transpose") == 1, "%d Transposes left, want 1 (bT)",
+          kt_count_op(p.opt, "Transpose"));
     int ta = 0, tb = 0;
     if (p.opt) {
         const struct kiln_graph *gg = p.opt->onnx.graph;
@@ -627,7 +586,7 @@ static void test_transpose_into_matmul(void) {
     fill_rand(c, 20, 1.0f);
     kiln_tensor in[3] = {ftensor("a", 3, da, a), ftensor("b", 3, db, b), ftensor("c", 2, dc, c)};
     check_same(&p, in, 3, 5, 1e-5f, "transpose into matmul");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 int main(void) {

@@ -15,6 +15,7 @@
 #include "passes/quantize.h"
 #include "runtime/model.h"
 #include "support/kt.h"
+#include "support/ktmodel.h"
 #include "support/onnxgen.h"
 
 #include <math.h>
@@ -41,50 +42,6 @@ static void init_rand(og_graph *g, const char *name, int rank, const int64_t *di
 }
 static void init_scalar(og_graph *g, const char *name, float v) { og_init_f32(g, name, 0, NULL, &v); }
 
-static kiln_model *load(const uint8_t *buf, size_t len, int no_optimize, const char *label) {
-    kiln_load_options lo = kiln_load_options_default();
-    lo.no_optimize = no_optimize;
-    kiln_error err;
-    kiln_model *m = NULL;
-    if (!EXPECT_OK(label, kiln_model_load_buffer(buf, len, label, &lo, &m, &err), &err)) return NULL;
-    return m;
-}
-
-struct pair {
-    kiln_model *raw, *opt;
-};
-
-static struct pair load_pair(og_model *om, const char *label) {
-    size_t len;
-    uint8_t *buf = og_model_pack(om, &len);
-    og_model_free(om);
-    struct pair p = {load(buf, len, 1, label), load(buf, len, 0, label)};
-    free(buf);
-    return p;
-}
-
-static void pair_free(struct pair *p) {
-    kiln_model_free(p->raw);
-    kiln_model_free(p->opt);
-}
-
-static int count_op(const kiln_model *m, const char *op) {
-    if (!m) return -1;
-    const struct kiln_graph *g = m->onnx.graph;
-    int c = 0;
-    for (int32_t i = 0; i < g->n_nodes; i++) c += !strcmp(g->nodes[i].op_type, op);
-    return c;
-}
-
-static int n_nodes(const kiln_model *m) { return m ? m->onnx.graph->n_nodes : -1; }
-
-static const struct kiln_node *find_op(const kiln_model *m, const char *op) {
-    if (!m) return NULL;
-    const struct kiln_graph *g = m->onnx.graph;
-    for (int32_t i = 0; i < g->n_nodes; i++)
-        if (!strcmp(g->nodes[i].op_type, op)) return &g->nodes[i];
-    return NULL;
-}
 
 /* Runs m on x; returns the malloc'ed float output 0 and its count. */
 static float *run(const kiln_model *m, int reference, const kiln_tensor *in, int64_t *count,
@@ -142,7 +99,7 @@ static kiln_tensor ftensor(const char *name, int rank, const int64_t *dims, floa
 
 /* Runs the pair on x [2, 3, 8] with values in [-4, 4) (GELU's and HardSwish's
  * interesting range). */
-static void check_pair(const struct pair *p, float tol, const char *what) {
+static void check_pair(const struct kt_pair *p, float tol, const char *what) {
     int64_t d[3] = {2, 3, 8};
     float x[48];
     for (int i = 0; i < 48; i++) x[i] = 4.0f * frand();
@@ -262,21 +219,21 @@ static void silu(og_graph *g, int with_beta) {
 
 /* The optimized model is one MatMul with the bias fused and activation `act`,
  * or (no MatMul) an Identity and one `op` node. */
-static void check_fused(const struct pair *p, int with_matmul, enum kiln_act_kind act,
+static void check_fused(const struct kt_pair *p, int with_matmul, enum kiln_act_kind act,
                         const char *op, const char *what) {
     if (!p->opt) return;
     if (with_matmul) {
-        const struct kiln_node *mm = find_op(p->opt, "MatMul");
-        CHECK(n_nodes(p->opt) == 1 && mm, "%s: %d nodes after fusion, want one MatMul", what,
-              n_nodes(p->opt));
+        const struct kiln_node *mm = kt_find_op(p->opt, "MatMul");
+        CHECK(kt_n_nodes(p->opt) == 1 && mm, "%s: %d nodes after fusion, want one MatMul", what,
+              kt_n_nodes(p->opt));
         CHECK(mm && mm->sum_input == 2 && mm->n_inputs == 3, "%s: bias not fused into MatMul", what);
         CHECK(mm && mm->act.kind == act, "%s: MatMul act %d, want %d", what,
               mm ? (int)mm->act.kind : -1, (int)act);
     } else {
-        const struct kiln_node *n = find_op(p->opt, op);
-        CHECK(count_op(p->opt, op) == 1 && n_nodes(p->opt) == 1 + count_op(p->opt, "Identity") &&
+        const struct kiln_node *n = kt_find_op(p->opt, op);
+        CHECK(kt_count_op(p->opt, op) == 1 && kt_n_nodes(p->opt) == 1 + kt_count_op(p->opt, "Identity") &&
                   n && n->op && n->inputs[0] >= 0,
-              "%s: %d nodes, want one %s (after the Identity)", what, n_nodes(p->opt), op);
+              "%s: %d nodes, want one %s (after the Identity)", what, kt_n_nodes(p->opt), op);
     }
 }
 
@@ -289,15 +246,15 @@ static void test_gelu_erf(void) {
             snprintf(label, sizeof label, "gelu-erf-%d%s", v, mm ? "-matmul" : "");
             og_model *om = og_model_new(13);
             gelu_erf(start(om, mm), v, v == 3 ? 1.4142f : 1.41421356f);
-            struct pair p = load_pair(om, label);
-            CHECK(count_op(p.raw, "Erf") == 1, "%s: unoptimized graph", label);
+            struct kt_pair p = kt_load_pair(om, label);
+            CHECK(kt_count_op(p.raw, "Erf") == 1, "%s: unoptimized graph", label);
             check_fused(&p, mm, KILN_ACT_GELU_ERF, "Gelu", label);
-            const struct kiln_node *gn = find_op(p.opt, "Gelu");
+            const struct kiln_node *gn = kt_find_op(p.opt, "Gelu");
             CHECK(mm || (gn && gn->opset >= 20 && !kiln_attr_find(gn, "approximate")),
                   "%s: not an exact (erf) Gelu", label);
             /* 1.4142 is 1e-5 off sqrt 2 */
             check_pair(&p, v == 3 ? 1e-4f : 1e-5f, label);
-            pair_free(&p);
+            kt_pair_free(&p);
         }
 }
 
@@ -308,13 +265,13 @@ static void test_gelu_tanh(void) {
             snprintf(label, sizeof label, "gelu-tanh-%d%s", cube, mm ? "-matmul" : "");
             og_model *om = og_model_new(13);
             gelu_tanh(start(om, mm), cube, 0.7978845608f);
-            struct pair p = load_pair(om, label);
+            struct kt_pair p = kt_load_pair(om, label);
             check_fused(&p, mm, KILN_ACT_GELU_TANH, "Gelu", label);
-            const struct kiln_node *gn = find_op(p.opt, "Gelu");
+            const struct kiln_node *gn = kt_find_op(p.opt, "Gelu");
             CHECK(mm || (gn && !strcmp(kiln_attr_string(gn, "approximate", ""), "tanh")),
                   "%s: not a tanh Gelu", label);
             check_pair(&p, 1e-5f, label);
-            pair_free(&p);
+            kt_pair_free(&p);
         }
 }
 
@@ -325,11 +282,11 @@ static void test_hard_swish(void) {
             snprintf(label, sizeof label, "hardswish-%d%s", v, mm ? "-matmul" : "");
             og_model *om = og_model_new(v == 3 ? 7 : 14);   /* 7: Clip with attributes */
             hard_swish(start(om, mm && v != 3), v, 6.0f);
-            struct pair p = load_pair(om, label);
+            struct kt_pair p = kt_load_pair(om, label);
             check_fused(&p, mm && v != 3, KILN_ACT_HARD_SWISH, "HardSwish", label);
             /* 0.16666 is 4e-5 relative off 1/6 */
             check_pair(&p, v == 1 ? 1e-4f : 1e-5f, label);
-            pair_free(&p);
+            kt_pair_free(&p);
         }
 }
 
@@ -340,14 +297,14 @@ static void test_silu(void) {
             snprintf(label, sizeof label, "%s%s", beta ? "swish-1.5" : "silu", mm ? "-matmul" : "");
             og_model *om = og_model_new(13);
             silu(start(om, mm), beta);
-            struct pair p = load_pair(om, label);
+            struct kt_pair p = kt_load_pair(om, label);
             check_fused(&p, mm, KILN_ACT_SILU, "Swish", label);
             float want = beta ? 1.5f : 1.0f;
-            const struct kiln_node *n = find_op(p.opt, mm ? "MatMul" : "Swish");
+            const struct kiln_node *n = kt_find_op(p.opt, mm ? "MatMul" : "Swish");
             CHECK(n && (mm ? n->act.alpha : kiln_attr_float(n, "alpha", 1.0f)) == want,
                   "%s: alpha is not %g", label, want);
             check_pair(&p, 1e-5f, label);
-            pair_free(&p);
+            kt_pair_free(&p);
         }
 }
 
@@ -363,15 +320,15 @@ static void test_conv_hard_swish(void) {
     int64_t pads[4] = {1, 1, 1, 1};
     og_attr_ints(og_node_add(g, "Conv", "x,W,B", "h"), "pads", pads, 4);
     hard_swish(g, 0, 6.0f);
-    struct pair p = load_pair(om, "conv-hardswish");
-    const struct kiln_node *c = find_op(p.opt, "Conv");
-    CHECK(n_nodes(p.opt) == 1 && c && c->act.kind == KILN_ACT_HARD_SWISH,
-          "conv-hardswish: %d nodes, act %d", n_nodes(p.opt), c ? (int)c->act.kind : -1);
+    struct kt_pair p = kt_load_pair(om, "conv-hardswish");
+    const struct kiln_node *c = kt_find_op(p.opt, "Conv");
+    CHECK(kt_n_nodes(p.opt) == 1 && c && c->act.kind == KILN_ACT_HARD_SWISH,
+          "conv-hardswish: %d nodes, act %d", kt_n_nodes(p.opt), c ? (int)c->act.kind : -1);
     float x[144];
     for (int i = 0; i < 144; i++) x[i] = 2.0f * frand();
     kiln_tensor in = ftensor("x", 4, dx, x);
     check_close(p.raw, p.opt, &in, 1e-5f, "conv-hardswish");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* Near misses: each must keep its pattern's nodes. */
@@ -435,16 +392,16 @@ static void test_near_misses(void) {
         }
         }
         (void)g;
-        struct pair p = load_pair(om, cases[c].label);
-        CHECK(count_op(p.opt, cases[c].keep) == cases[c].keep_count, "%s: %d %s left, want %d",
-              cases[c].label, count_op(p.opt, cases[c].keep), cases[c].keep, cases[c].keep_count);
-        CHECK(count_op(p.opt, "Gelu") + count_op(p.opt, "HardSwish") + count_op(p.opt, "Swish") == 0,
+        struct kt_pair p = kt_load_pair(om, cases[c].label);
+        CHECK(kt_count_op(p.opt, cases[c].keep) == cases[c].keep_count, "%s: %d %s left, want %d",
+              cases[c].label, kt_count_op(p.opt, cases[c].keep), cases[c].keep, cases[c].keep_count);
+        CHECK(kt_count_op(p.opt, "Gelu") + kt_count_op(p.opt, "HardSwish") + kt_count_op(p.opt, "Swish") == 0,
               "%s: fused anyway", cases[c].label);
-        const struct kiln_node *mm = find_op(p.opt, "MatMul");
+        const struct kiln_node *mm = kt_find_op(p.opt, "MatMul");
         CHECK(!mm || (mm->sum_input == 0 && mm->n_inputs == 2), "%s: bias fused anyway",
               cases[c].label);
         if (c != 1) check_pair(&p, 1e-5f, cases[c].label);
-        pair_free(&p);
+        kt_pair_free(&p);
     }
 }
 
@@ -455,7 +412,7 @@ static void test_plan_roundtrip(void) {
     size_t len;
     uint8_t *buf = og_model_pack(om, &len);
     og_model_free(om);
-    kiln_model *opt = load(buf, len, 0, "plan-gelu");
+    kiln_model *opt = kt_load(buf, len, 0, "plan-gelu");
     free(buf);
     char *dir = kt_mkdtemp("fuse_patterns");
     char path[512];
@@ -464,7 +421,7 @@ static void test_plan_roundtrip(void) {
     kiln_model *plan = NULL;
     if (opt && EXPECT_OK("save plan", kiln_model_save_plan(opt, path, NULL, 0, &err), &err) &&
         EXPECT_OK("load plan", kiln_model_load(path, NULL, &plan, &err), &err)) {
-        const struct kiln_node *mm = find_op(plan, "MatMul");
+        const struct kiln_node *mm = kt_find_op(plan, "MatMul");
         CHECK(mm && mm->sum_input == 2 && mm->act.kind == KILN_ACT_GELU_ERF,
               "plan: MatMul lost its bias or activation");
         int64_t d[3] = {2, 3, 8};
@@ -491,7 +448,7 @@ static void test_hard_swish_fast(void) {
     size_t len;
     uint8_t *buf = og_model_pack(om, &len);
     og_model_free(om);
-    kiln_model *m = load(buf, len, 0, "hardswish-fast");
+    kiln_model *m = kt_load(buf, len, 0, "hardswish-fast");
     free(buf);
     float x[40] = {-INFINITY, INFINITY, NAN, -NAN, -0.0f, 0.0f, -3.0f, 3.0f, -3.0000002f,
                    2.9999998f, 1e30f, -1e30f, 1e-40f, -1e-40f, 6.0f, -6.0f};
@@ -517,12 +474,12 @@ static void test_bias_bf16(void) {
     size_t len;
     uint8_t *buf = og_model_pack(om, &len);
     og_model_free(om);
-    kiln_model *fp = load(buf, len, 0, "bf16-fp"), *b = load(buf, len, 0, "bf16");
+    kiln_model *fp = kt_load(buf, len, 0, "bf16-fp"), *b = kt_load(buf, len, 0, "bf16");
     free(buf);
     kiln_error err;
     struct kiln_quant_stats qs;
     if (b && EXPECT_OK("bf16", kiln_convert_bf16(b->onnx.graph, &qs, &err), &err)) {
-        const struct kiln_node *n = find_op(b, "Bf16MatMul");
+        const struct kiln_node *n = kt_find_op(b, "Bf16MatMul");
         CHECK(qs.matmuls == 1 && n && n->n_inputs == 3 && n->inputs[2] >= 0 && !n->sum_input &&
                   n->act.kind == KILN_ACT_GELU_ERF,
               "bf16: MatMul with fused bias not rewritten to Bf16MatMul with bias and GELU");

@@ -13,6 +13,7 @@
 #include "plan/plan.h"
 #include "runtime/model.h"
 #include "support/kt.h"
+#include "support/ktmodel.h"
 #include "support/onnxgen.h"
 
 #include <math.h>
@@ -56,49 +57,6 @@ static void init_scalar(og_graph *g, const char *name, float v) {
     og_init_f32(g, name, 0, NULL, &v);
 }
 
-static kiln_model *load(const uint8_t *buf, size_t len, int no_optimize, const char *label) {
-    kiln_load_options lo = kiln_load_options_default();
-    lo.no_optimize = no_optimize;
-    kiln_error err;
-    kiln_model *m = NULL;
-    if (!EXPECT_OK(label, kiln_model_load_buffer(buf, len, label, &lo, &m, &err), &err)) return NULL;
-    return m;
-}
-
-struct pair {
-    kiln_model *raw, *opt;
-};
-
-static struct pair load_pair(og_model *om, const char *label) {
-    size_t len;
-    uint8_t *buf = og_model_pack(om, &len);
-    og_model_free(om);
-    struct pair p = {load(buf, len, 1, label), load(buf, len, 0, label)};
-    free(buf);
-    return p;
-}
-
-static void pair_free(struct pair *p) {
-    kiln_model_free(p->raw);
-    kiln_model_free(p->opt);
-}
-
-static int count_op(const kiln_model *m, const char *op) {
-    if (!m) return -1;
-    const struct kiln_graph *g = m->onnx.graph;
-    int c = 0;
-    for (int32_t i = 0; i < g->n_nodes; i++) c += !strcmp(g->nodes[i].op_type, op);
-    return c;
-}
-
-static int n_nodes(const kiln_model *m) { return m ? m->onnx.graph->n_nodes : -1; }
-
-static const struct kiln_node *find_op(const kiln_model *m, const char *op) {
-    const struct kiln_graph *g = m->onnx.graph;
-    for (int32_t i = 0; i < g->n_nodes; i++)
-        if (!strcmp(g->nodes[i].op_type, op)) return &g->nodes[i];
-    return NULL;
-}
 
 /* The IR dump as a malloc'ed string. */
 static char *dump(const kiln_model *m) {
@@ -138,7 +96,7 @@ static int run(const kiln_model *m, int reference, const kiln_tensor *in, int n_
 /* Outputs of the optimized model match the unoptimized model's within 1e-5
  * (relative to magnitude above 1), fast kernels against fast kernels and
  * reference against reference (the two kernel sets round differently). */
-static void check_same(const struct pair *p, const kiln_tensor *in, int n_in, int n_out,
+static void check_same(const struct kt_pair *p, const kiln_tensor *in, int n_in, int n_out,
                        const char *what) {
     if (!p->raw || !p->opt) return;
     float *want[MAXO] = {0}, *got[MAXO] = {0};
@@ -208,18 +166,18 @@ static void test_cse(void) {
     og_output(g, "v", OG_FLOAT, -1, NULL);
     og_output(g, "y2", OG_FLOAT, 3, d);
     og_output(g, "y3", OG_FLOAT, 3, d);
-    struct pair p = load_pair(om, "cse");
-    CHECK(count_op(p.raw, "Relu") == 2 && count_op(p.raw, "Transpose") == 3, "unoptimized graph");
-    CHECK(count_op(p.opt, "Relu") == 1, "Relu: %d after cse, want 1", count_op(p.opt, "Relu"));
-    CHECK(count_op(p.opt, "Mul") == 1, "Mul with equal constants: %d, want 1", count_op(p.opt, "Mul"));
-    CHECK(count_op(p.opt, "Transpose") == 2, "Transpose: %d, want 2 (perms differ)",
-          count_op(p.opt, "Transpose"));
-    CHECK(count_op(p.opt, "Neg") == 2, "Neg writing graph outputs: %d, want 2", count_op(p.opt, "Neg"));
+    struct kt_pair p = kt_load_pair(om, "cse");
+    CHECK(kt_count_op(p.raw, "Relu") == 2 && kt_count_op(p.raw, "Transpose") == 3, "unoptimized graph");
+    CHECK(kt_count_op(p.opt, "Relu") == 1, "Relu: %d after cse, want 1", kt_count_op(p.opt, "Relu"));
+    CHECK(kt_count_op(p.opt, "Mul") == 1, "Mul with equal constants: %d, want 1", kt_count_op(p.opt, "Mul"));
+    CHECK(kt_count_op(p.opt, "Transpose") == 2, "Transpose: %d, want 2 (perms differ)",
+          kt_count_op(p.opt, "Transpose"));
+    CHECK(kt_count_op(p.opt, "Neg") == 2, "Neg writing graph outputs: %d, want 2", kt_count_op(p.opt, "Neg"));
     float x[24];
     fill_rand(x, 24);
     kiln_tensor in = ftensor("x", 3, d, x);
     check_same(&p, &in, 1, 4, "cse");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* Tied weights: two 64x64 initializers with equal bytes are stored once and
@@ -243,10 +201,10 @@ static void test_cse_large_constants(void) {
     og_node_add(g, "Add", "a,b", "ab");
     og_node_add(g, "Add", "ab,c", "y");
     og_output(g, "y", OG_FLOAT, 2, dx);
-    struct pair p = load_pair(om, "cse-large");
-    CHECK(count_op(p.raw, "MatMul") == 3, "unoptimized graph");
-    CHECK(count_op(p.opt, "MatMul") == 2, "MatMul over tied weights: %d after cse, want 2",
-          count_op(p.opt, "MatMul"));
+    struct kt_pair p = kt_load_pair(om, "cse-large");
+    CHECK(kt_count_op(p.raw, "MatMul") == 3, "unoptimized graph");
+    CHECK(kt_count_op(p.opt, "MatMul") == 2, "MatMul over tied weights: %d after cse, want 2",
+          kt_count_op(p.opt, "MatMul"));
     kiln_model_stats sr, so;
     kiln_model_stats_get(p.raw, &sr);
     kiln_model_stats_get(p.opt, &so);
@@ -256,7 +214,7 @@ static void test_cse_large_constants(void) {
     fill_rand(x, 3 * 64);
     kiln_tensor in = ftensor("x", 2, dx, x);
     check_same(&p, &in, 1, 1, "cse-large");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* Two If nodes with identical branches (reading x from the outer scope) are
@@ -282,8 +240,8 @@ static void test_cse_skips_subgraphs(void) {
     og_graph_free(el);
     og_node_add(g, "Add", "a,b", "y");
     og_output(g, "y", OG_FLOAT, 1, d);
-    struct pair p = load_pair(om, "cse-if");
-    CHECK(count_op(p.opt, "If") == 2, "If nodes: %d after passes, want 2", count_op(p.opt, "If"));
+    struct kt_pair p = kt_load_pair(om, "cse-if");
+    CHECK(kt_count_op(p.opt, "If") == 2, "If nodes: %d after passes, want 2", kt_count_op(p.opt, "If"));
     float x[5];
     fill_rand(x, 5);
     for (int c = 0; c <= 1; c++) {
@@ -293,7 +251,7 @@ static void test_cse_skips_subgraphs(void) {
                               .nbytes = 1}};
         check_same(&p, in, 2, 1, c ? "cse-if then" : "cse-if else");
     }
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* ---- constant folding ------------------------------------------------------ */
@@ -319,15 +277,15 @@ static void test_fold_constants(void) {
     og_node_add(g, "Expand", "half,shape", "big");
     og_node_add(g, "ReduceSum", "big", "bs");
     og_output(g, "bs", OG_FLOAT, -1, NULL);
-    struct pair p = load_pair(om, "fold");
-    CHECK(n_nodes(p.raw) == 5, "unoptimized: %d nodes", n_nodes(p.raw));
-    CHECK(count_op(p.opt, "Transpose") == 0 && count_op(p.opt, "Mul") == 0,
-          "constant chain not folded: %d Transpose, %d Mul", count_op(p.opt, "Transpose"),
-          count_op(p.opt, "Mul"));
-    CHECK(count_op(p.opt, "MatMul") == 1, "MatMul: %d", count_op(p.opt, "MatMul"));
-    CHECK(count_op(p.opt, "Expand") == 1, "over-64MB Expand folded: %d left", count_op(p.opt, "Expand"));
+    struct kt_pair p = kt_load_pair(om, "fold");
+    CHECK(kt_n_nodes(p.raw) == 5, "unoptimized: %d nodes", kt_n_nodes(p.raw));
+    CHECK(kt_count_op(p.opt, "Transpose") == 0 && kt_count_op(p.opt, "Mul") == 0,
+          "constant chain not folded: %d Transpose, %d Mul", kt_count_op(p.opt, "Transpose"),
+          kt_count_op(p.opt, "Mul"));
+    CHECK(kt_count_op(p.opt, "MatMul") == 1, "MatMul: %d", kt_count_op(p.opt, "MatMul"));
+    CHECK(kt_count_op(p.opt, "Expand") == 1, "over-64MB Expand folded: %d left", kt_count_op(p.opt, "Expand"));
     if (p.opt) {
-        const struct kiln_node *mm = find_op(p.opt, "MatMul");
+        const struct kiln_node *mm = kt_find_op(p.opt, "MatMul");
         CHECK(mm && p.opt->onnx.graph->values[mm->inputs[1]].is_const,
               "MatMul's weight is not a constant after folding");
     }
@@ -335,7 +293,7 @@ static void test_fold_constants(void) {
     fill_rand(x, 24);
     kiln_tensor in = ftensor("x", 2, dx, x);
     check_same(&p, &in, 1, 2, "fold");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* ---- residual fusion --------------------------------------------------------- */
@@ -411,11 +369,11 @@ static void test_fuse_residual(void) {
     og_node_add(g, "Add", "c5,x", "z");
     og_output(g, "y", OG_FLOAT, 4, d);
     og_output(g, "z", OG_FLOAT, 4, d);
-    struct pair p = load_pair(om, "<memory>");
-    CHECK(count_op(p.raw, "Add") == 3, "unoptimized Adds: %d", count_op(p.raw, "Add"));
-    CHECK(count_op(p.opt, "Add") == 0, "Adds left: %d, want 0", count_op(p.opt, "Add"));
-    CHECK(count_op(p.opt, "Relu") == 0, "Relus left: %d, want 0", count_op(p.opt, "Relu"));
-    CHECK(n_nodes(p.opt) == 6, "nodes: %d, want 6 Convs", n_nodes(p.opt));
+    struct kt_pair p = kt_load_pair(om, "<memory>");
+    CHECK(kt_count_op(p.raw, "Add") == 3, "unoptimized Adds: %d", kt_count_op(p.raw, "Add"));
+    CHECK(kt_count_op(p.opt, "Add") == 0, "Adds left: %d, want 0", kt_count_op(p.opt, "Add"));
+    CHECK(kt_count_op(p.opt, "Relu") == 0, "Relus left: %d, want 0", kt_count_op(p.opt, "Relu"));
+    CHECK(kt_n_nodes(p.opt) == 6, "nodes: %d, want 6 Convs", kt_n_nodes(p.opt));
     if (p.opt) {
         char *s = dump(p.opt);
         CHECK(s && strstr(s, "{sum=%") && strstr(s, "{act=Relu}"), "dump shows no fused sum: %s",
@@ -442,9 +400,9 @@ static void test_fuse_residual(void) {
         if (EXPECT_OK("save plan", kiln_model_save_plan(p.opt, path, NULL, 0, &err), &err)) {
             kiln_model *pm = NULL;
             if (EXPECT_OK("load plan", kiln_model_load(path, NULL, &pm, &err), &err)) {
-                CHECK(count_op(pm, "Add") == 0 && n_nodes(pm) == 6, "plan graph: %d nodes",
-                      n_nodes(pm));
-                struct pair q = {p.raw, pm};
+                CHECK(kt_count_op(pm, "Add") == 0 && kt_n_nodes(pm) == 6, "plan graph: %d nodes",
+                      kt_n_nodes(pm));
+                struct kt_pair q = {p.raw, pm};
                 check_same(&q, &in, 1, 2, "residual from plan");
                 kiln_model_free(pm);
             }
@@ -452,7 +410,7 @@ static void test_fuse_residual(void) {
         kt_rm_rf(dir);
         free(dir);
     }
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* Residuals whose shape differs from the conv output keep Add's broadcasting:
@@ -481,10 +439,10 @@ static void test_fuse_residual_shapes(void) {
     og_output(g, "y2", OG_FLOAT, 4, d);
     og_output(g, "y3", OG_FLOAT, 4, d);
     og_output(g, "y4", OG_FLOAT, 4, d);
-    struct pair p = load_pair(om, "residual-shapes");
-    CHECK(count_op(p.opt, "Add") == 1, "Adds left: %d, want 1 (the one after a shared conv)",
-          count_op(p.opt, "Add"));
-    if (p.opt && count_op(p.opt, "Add") != 1) {
+    struct kt_pair p = kt_load_pair(om, "residual-shapes");
+    CHECK(kt_count_op(p.opt, "Add") == 1, "Adds left: %d, want 1 (the one after a shared conv)",
+          kt_count_op(p.opt, "Add"));
+    if (p.opt && kt_count_op(p.opt, "Add") != 1) {
         char *s = dump(p.opt);
         fprintf(stderr, "%s", s ? s : "");
         free(s);
@@ -494,7 +452,7 @@ static void test_fuse_residual_shapes(void) {
     fill_rand(r, 8);
     kiln_tensor in[2] = {ftensor("x", 4, d, x), ftensor("r", 4, dr, r)};
     check_same(&p, in, 2, 4, "residual-shapes");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* ---- LayerNormalization fusion -------------------------------------------------- */
@@ -540,16 +498,16 @@ static void test_fuse_layernorm(void) {
         build_ln(og_model_graph(om), variant, d);
         char label[32];
         snprintf(label, sizeof label, "layernorm-%d", variant);
-        struct pair p = load_pair(om, label);
+        struct kt_pair p = kt_load_pair(om, label);
         if (variant < 2) {
-            CHECK(n_nodes(p.opt) == 1 && count_op(p.opt, "LayerNormalization") == 1,
-                  "%s: %d nodes, %d LayerNormalization", label, n_nodes(p.opt),
-                  count_op(p.opt, "LayerNormalization"));
-            const struct kiln_node *ln = p.opt ? find_op(p.opt, "LayerNormalization") : NULL;
+            CHECK(kt_n_nodes(p.opt) == 1 && kt_count_op(p.opt, "LayerNormalization") == 1,
+                  "%s: %d nodes, %d LayerNormalization", label, kt_n_nodes(p.opt),
+                  kt_count_op(p.opt, "LayerNormalization"));
+            const struct kiln_node *ln = p.opt ? kt_find_op(p.opt, "LayerNormalization") : NULL;
             CHECK(ln && ln->op && ln->opset >= 17 && ln->n_inputs == (variant == 0 ? 3 : 2),
                   "%s: fused node not bound to LayerNormalization", label);
         } else {
-            CHECK(count_op(p.opt, "LayerNormalization") == 0 && count_op(p.opt, "ReduceMean") == 2,
+            CHECK(kt_count_op(p.opt, "LayerNormalization") == 0 && kt_count_op(p.opt, "ReduceMean") == 2,
                   "%s: a mean over axis 1 was fused", label);
         }
         float x[160];
@@ -557,7 +515,7 @@ static void test_fuse_layernorm(void) {
         for (int k = 0; k < 160; k++) x[k] = 3.0f * x[k] + 0.5f;
         kiln_tensor in = ftensor("x", 3, d, x);
         check_same(&p, &in, 1, 1, label);
-        pair_free(&p);
+        kt_pair_free(&p);
     }
 }
 
@@ -569,13 +527,13 @@ static void test_layernorm_shared_intermediate(void) {
     og_graph *g = og_model_graph(om);
     build_ln(g, 0, d);
     og_output(g, "m", OG_FLOAT, 3, dm);
-    struct pair p = load_pair(om, "layernorm-shared");
-    CHECK(count_op(p.opt, "LayerNormalization") == 0, "fused although the mean is an output");
+    struct kt_pair p = kt_load_pair(om, "layernorm-shared");
+    CHECK(kt_count_op(p.opt, "LayerNormalization") == 0, "fused although the mean is an output");
     float x[24];
     fill_rand(x, 24);
     kiln_tensor in = ftensor("x", 3, d, x);
     check_same(&p, &in, 1, 2, "layernorm-shared");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* ---- conv affine folding -------------------------------------------------- */
@@ -617,19 +575,19 @@ static void test_fold_conv_affine(void) {
     og_node_add(g, "Div", "c5,zero", "y5");        /* x / 0 stays as the model says */
     const char *outs[] = {"y1", "y2", "y3", "y4", "y5"};
     for (int k = 0; k < 5; k++) og_output(g, outs[k], OG_FLOAT, 4, d);
-    struct pair p = load_pair(om, "conv-affine");
-    CHECK(count_op(p.raw, "Mul") == 3 && count_op(p.raw, "Div") == 2, "unoptimized graph");
+    struct kt_pair p = kt_load_pair(om, "conv-affine");
+    CHECK(kt_count_op(p.raw, "Mul") == 3 && kt_count_op(p.raw, "Div") == 2, "unoptimized graph");
     /* folded: Mul s3, Add t4, Div k, Sub k (and Relu fused); left: Sub k-c2, Mul sp, Mul k + Add, Div 0 */
-    CHECK(count_op(p.opt, "Mul") == 2, "Mul left: %d, want 2 (spatial, twice-read)", count_op(p.opt, "Mul"));
-    CHECK(count_op(p.opt, "Add") == 1, "Add left: %d, want 1", count_op(p.opt, "Add"));
-    CHECK(count_op(p.opt, "Sub") == 1, "Sub left: %d, want 1 (k - conv)", count_op(p.opt, "Sub"));
-    CHECK(count_op(p.opt, "Div") == 1, "Div left: %d, want 1 (by zero)", count_op(p.opt, "Div"));
-    CHECK(count_op(p.opt, "Relu") == 0, "Relu left: %d", count_op(p.opt, "Relu"));
+    CHECK(kt_count_op(p.opt, "Mul") == 2, "Mul left: %d, want 2 (spatial, twice-read)", kt_count_op(p.opt, "Mul"));
+    CHECK(kt_count_op(p.opt, "Add") == 1, "Add left: %d, want 1", kt_count_op(p.opt, "Add"));
+    CHECK(kt_count_op(p.opt, "Sub") == 1, "Sub left: %d, want 1 (k - conv)", kt_count_op(p.opt, "Sub"));
+    CHECK(kt_count_op(p.opt, "Div") == 1, "Div left: %d, want 1 (by zero)", kt_count_op(p.opt, "Div"));
+    CHECK(kt_count_op(p.opt, "Relu") == 0, "Relu left: %d", kt_count_op(p.opt, "Relu"));
     float x[200];
     fill_rand(x, 200);
     kiln_tensor in = ftensor("x", 4, d, x);
     check_same(&p, &in, 1, 5, "conv-affine");
-    pair_free(&p);
+    kt_pair_free(&p);
 }
 
 /* The pipeline lists every pass, each once, dce last. */
