@@ -20,11 +20,9 @@
 
 static const struct kiln_value *const_f32(const struct kiln_graph *g, const struct kiln_node *n,
                                           int32_t idx, int64_t want_numel) {
-    if (idx >= n->n_inputs || n->inputs[idx] < 0) return NULL;
-    const struct kiln_value_info *vi = &g->values[n->inputs[idx]];
-    if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || !vi->v.data) return NULL;
-    if (want_numel >= 0 && kiln_value_numel(&vi->v) != want_numel) return NULL;
-    return &vi->v;
+    const struct kiln_value *v = kiln_node_const_f32(g, n, idx);
+    if (!v || (want_numel >= 0 && kiln_value_numel(v) != want_numel)) return NULL;
+    return v;
 }
 
 /* The Conv node that alone produces value x and may take a folded affine

@@ -24,11 +24,8 @@ static bool float_weights(const struct kiln_graph *g, const struct kiln_node *n)
 }
 
 static const float *scalar_const(const struct kiln_graph *g, const struct kiln_node *n, int idx) {
-    if (idx >= n->n_inputs || n->inputs[idx] < 0) return NULL;
-    const struct kiln_value_info *vi = &g->values[n->inputs[idx]];
-    if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || kiln_value_numel(&vi->v) != 1)
-        return NULL;
-    return vi->v.data;
+    const struct kiln_value *c = kiln_node_const_f32(g, n, idx);
+    return c && kiln_value_numel(c) == 1 ? c->data : NULL;
 }
 
 static bool activation_of(const struct kiln_graph *g, const struct kiln_node *a,

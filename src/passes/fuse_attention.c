@@ -63,13 +63,8 @@ static int32_t sole_reader(const struct kiln_graph *g, int32_t v, int32_t from) 
 
 /* A float32 constant with one element and rank <= max_rank. */
 static bool scalar_f32(const struct kiln_graph *g, int32_t v, int32_t max_rank, float *out) {
-    if (v < 0) return false;
-    const struct kiln_value_info *vi = &g->values[v];
-    if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || !vi->v.data ||
-        kiln_value_numel(&vi->v) != 1 || vi->v.rank > max_rank)
-        return false;
-    *out = *(const float *)vi->v.data;
-    return true;
+    if (v < 0 || g->values[v].v.rank > max_rank) return false;
+    return kiln_graph_scalar_f32(g, v, out);
 }
 
 /* Scale step: Div(x, c), Mul(x, c) or Mul(c, x). Sets *x and multiplies *scale. */

@@ -25,21 +25,9 @@ static bool is_op(const struct kiln_node *n, const char *op, int32_t n_in) {
            n->outputs[0] >= 0 && !n->act.kind && !n->sum_input;
 }
 
-static bool scalar_f32(const struct kiln_graph *g, int32_t v, float *out) {
-    if (v < 0) return false;
-    const struct kiln_value_info *vi = &g->values[v];
-    if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || !vi->v.data ||
-        kiln_value_numel(&vi->v) != 1)
-        return false;
-    *out = *(const float *)vi->v.data;
-    return true;
-}
-
 static bool vector_f32(const struct kiln_graph *g, int32_t v) {
-    if (v < 0) return false;
-    const struct kiln_value_info *vi = &g->values[v];
-    return vi->is_const && vi->v.dtype == KILN_DTYPE_FLOAT && vi->v.data && vi->v.rank == 1 &&
-           vi->v.dims[0] >= 1;
+    const struct kiln_value *c = kiln_graph_const_f32(g, v);
+    return c && c->rank == 1 && c->dims[0] >= 1;
 }
 
 /* ReduceMean of `in` over its last axis only, keeping dims; x (the pattern's
@@ -111,7 +99,7 @@ static bool match_at(const struct kiln_graph *g, int32_t i, struct match *mt) {
     for (int k = 0; k < 2; k++) {
         const struct kiln_node *c = &g->nodes[rd[k]];
         float e;
-        if (is_op(c, "Pow", 2) && c->inputs[0] == d && scalar_f32(g, c->inputs[1], &e) && e == 2.0f)
+        if (is_op(c, "Pow", 2) && c->inputs[0] == d && kiln_graph_scalar_f32(g, c->inputs[1], &e) && e == 2.0f)
             sq = rd[k];
         else if (is_op(c, "Mul", 2) && c->inputs[0] == d && c->inputs[1] == d)
             sq = rd[k];
@@ -128,7 +116,7 @@ static bool match_at(const struct kiln_graph *g, int32_t i, struct match *mt) {
     mt->nodes[mt->n_nodes++] = ri;
     int32_t ai = sole_reader(g, g->nodes[ri].outputs[0], ri + 1);
     if (ai < 0 || !is_op(&g->nodes[ai], "Add", 2) ||
-        !scalar_f32(g, other_input(&g->nodes[ai], g->nodes[ri].outputs[0]), &mt->eps) ||
+        !kiln_graph_scalar_f32(g, other_input(&g->nodes[ai], g->nodes[ri].outputs[0]), &mt->eps) ||
         !(mt->eps >= 0.0f))
         return false;
     mt->nodes[mt->n_nodes++] = ai;

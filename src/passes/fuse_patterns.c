@@ -115,12 +115,10 @@ static bool near(float v, double want) {
 /* v is a one-element float32 constant near `want` that broadcasts into x's
  * shape without growing it. */
 static bool const_near(const struct kiln_graph *g, int32_t v, double want, int32_t x) {
-    if (v < 0) return false;
-    const struct kiln_value_info *vi = &g->values[v];
-    if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || !vi->v.data ||
-        kiln_value_numel(&vi->v) != 1 || !near(*(const float *)vi->v.data, want))
-        return false;
-    return vi->v.rank == 0 || vi->v.rank <= min_rank(g, x, 0);
+    float c;
+    if (!kiln_graph_scalar_f32(g, v, &c) || !near(c, want)) return false;
+    int32_t rank = g->values[v].v.rank;
+    return rank == 0 || rank <= min_rank(g, x, 0);
 }
 
 /* ---- the patterns ----------------------------------------------------- */
@@ -286,10 +284,8 @@ static bool clip_bound(const struct kiln_graph *g, const struct kiln_node *c, in
         const struct kiln_attr *a = kiln_attr_find(c, attr);
         return a && a->type == KILN_ATTR_FLOAT && near(a->f, want);
     }
-    if (idx >= c->n_inputs || c->inputs[idx] < 0) return false;
-    const struct kiln_value_info *vi = &g->values[c->inputs[idx]];
-    return vi->is_const && vi->v.dtype == KILN_DTYPE_FLOAT && vi->v.data &&
-           kiln_value_numel(&vi->v) == 1 && near(*(const float *)vi->v.data, want);
+    float v;
+    return idx < c->n_inputs && kiln_graph_scalar_f32(g, c->inputs[idx], &v) && near(v, want);
 }
 
 /* Clip(x + 3, 0, 6) -> gated tail with 1/6; or x * HardSigmoid(x, 1/6, 0.5) */
@@ -464,14 +460,11 @@ kiln_status kiln_pass_fuse_patterns(struct kiln_graph *g, struct kiln_pass_stats
 /* b: float32 constant with N values along its last dim, other dims 1, rank
  * within the product's (so MatMul + b has the product's shape). */
 static bool bias_vector(const struct kiln_graph *g, int32_t b, int64_t N, int32_t out) {
-    if (b < 0) return false;
-    const struct kiln_value_info *vi = &g->values[b];
-    if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || !vi->v.data || vi->v.rank < 1 ||
-        vi->v.dims[vi->v.rank - 1] != N)
-        return false;
-    for (int32_t i = 0; i + 1 < vi->v.rank; i++)
-        if (vi->v.dims[i] != 1) return false;
-    return vi->v.rank == 1 || vi->v.rank <= min_rank(g, out, 0);
+    const struct kiln_value *c = kiln_graph_const_f32(g, b);
+    if (!c || c->rank < 1 || c->dims[c->rank - 1] != N) return false;
+    for (int32_t i = 0; i + 1 < c->rank; i++)
+        if (c->dims[i] != 1) return false;
+    return c->rank == 1 || c->rank <= min_rank(g, out, 0);
 }
 
 kiln_status kiln_pass_fuse_matmul_bias(struct kiln_graph *g, struct kiln_pass_stats *st,

@@ -92,10 +92,22 @@ bool kiln_graph_is_output(const struct kiln_graph *g, int32_t v) {
 
 const struct kiln_value *kiln_node_const_f32(const struct kiln_graph *g, const struct kiln_node *n,
                                              int32_t idx) {
-    if (idx < 0 || idx >= n->n_inputs || n->inputs[idx] < 0) return NULL;
-    const struct kiln_value_info *vi = &g->values[n->inputs[idx]];
+    if (idx < 0 || idx >= n->n_inputs) return NULL;
+    return kiln_graph_const_f32(g, n->inputs[idx]);
+}
+
+const struct kiln_value *kiln_graph_const_f32(const struct kiln_graph *g, int32_t v) {
+    if (v < 0) return NULL;
+    const struct kiln_value_info *vi = &g->values[v];
     if (!vi->is_const || vi->v.dtype != KILN_DTYPE_FLOAT || !vi->v.data) return NULL;
     return &vi->v;
+}
+
+bool kiln_graph_scalar_f32(const struct kiln_graph *g, int32_t v, float *out) {
+    const struct kiln_value *c = kiln_graph_const_f32(g, v);
+    if (!c || kiln_value_numel(c) != 1) return false;
+    *out = *(const float *)c->data;
+    return true;
 }
 
 void kiln_graph_compact(struct kiln_graph *g, const bool *dead_node) {

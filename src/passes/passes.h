@@ -56,6 +56,11 @@ bool    kiln_graph_is_output(const struct kiln_graph *g, int32_t v);
  * not float32, no data). */
 const struct kiln_value *kiln_node_const_f32(const struct kiln_graph *g, const struct kiln_node *n,
                                              int32_t idx);
+/* Value v as a float32 constant with data, or NULL (v < 0, not constant, not
+ * float32, no data). */
+const struct kiln_value *kiln_graph_const_f32(const struct kiln_graph *g, int32_t v);
+/* True when v is a float32 constant of one element; its value goes to *out. */
+bool kiln_graph_scalar_f32(const struct kiln_graph *g, int32_t v, float *out);
 
 kiln_status kiln_pass_dce(struct kiln_graph *g, struct kiln_pass_stats *st, kiln_error *err);
 kiln_status kiln_pass_fold_conv_affine(struct kiln_graph *g, struct kiln_pass_stats *st,
