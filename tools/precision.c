@@ -3,9 +3,11 @@
  * plan that command writes, and calibration options stay in one place. */
 #define _GNU_SOURCE
 #include "precision.h"
+#include "plan/artifact.h"
 
 #include <errno.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +16,13 @@
 
 extern char **environ;
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
+/* A compiled plan, told by its magic as kiln_model_load tells it (any name). */
+static int is_plan_file(const char *path) {
+    uint8_t magic[8];
+    FILE *f = fopen(path, "rb");
+    int plan = f && fread(magic, 1, sizeof magic, f) == sizeof magic && kiln_artifact_is_plan(magic, sizeof magic);
+    if (f) fclose(f);
+    return plan;
 }
 
 int tf_precision_check(const char *tool, const char *model, const char *precision, const char *calib_dir) {
@@ -36,7 +42,7 @@ int tf_precision_check(const char *tool, const char *model, const char *precisio
         fprintf(stderr, "kiln %s: --calibrate is only used with --precision int8\n", tool);
         return -1;
     }
-    if (model && ends_with(model, ".kiln") && strcmp(precision, "fp32")) {
+    if (model && strcmp(precision, "fp32") && is_plan_file(model)) {
         fprintf(stderr,
                 "kiln %s: %s is already compiled; its precision was fixed by kiln compile "
                 "(--precision applies to .onnx models)\n",
@@ -48,7 +54,7 @@ int tf_precision_check(const char *tool, const char *model, const char *precisio
 
 int tf_precision_compile(const char *tool, const char *model, const char *precision, const char *calib_dir,
                          const char *const *extra_args, char *out, size_t out_size) {
-    if (!precision || !strcmp(precision, "fp32") || ends_with(model, ".kiln")) {
+    if (!precision || !strcmp(precision, "fp32") || is_plan_file(model)) {
         if ((size_t)snprintf(out, out_size, "%s", model) >= out_size) return -1;
         return 0;
     }

@@ -105,6 +105,9 @@ check "run bad --precision" 2 "bad --precision 'fp16'" "$kiln" run "$tmp/ident.o
 check "run --calibrate without int8" 2 'only used with --precision int8' "$kiln" run "$tmp/ident.onnx" --calibrate "$tmp" --random
 "$kiln" compile "$tmp/ident.onnx" -o "$tmp/ident.kiln" >/dev/null 2>&1
 check "bench --precision on a .kiln refused" 2 'already compiled' "$kiln" bench "$tmp/ident.kiln" --precision bf16
+cp "$tmp/ident.kiln" "$tmp/ident-plan.bin"
+check "a plan under another name is told by its magic" 2 'already compiled' \
+  "$kiln" run "$tmp/ident-plan.bin" --precision int8 --calibrate "$tmp" --random
 check "failed on-the-fly compile reported" 1 'compiling .* at int8 failed' \
   "$kiln" run "$tmp/ident.onnx" --precision int8 --calibrate "$tmp/no-such-dir" --random
 if [ -n "$shared" ] && [ -f "$shared/models/mobilenet_v2/model.onnx" ] && [ -d "$shared/images" ]; then
