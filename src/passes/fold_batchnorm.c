@@ -30,7 +30,8 @@ static const struct kiln_value *const_f32(const struct kiln_graph *g, const stru
 static int32_t foldable_conv(const struct kiln_graph *g, int32_t x, const bool *dead) {
     if (x < 0) return -1;
     int32_t pi = g->values[x].producer;
-    if (pi < 0 || dead[pi] || g->values[x].n_consumers != 1 || kiln_graph_is_output(g, x)) return -1;
+    /* graph outputs count as consumers, so a Conv output that is one never folds */
+    if (pi < 0 || dead[pi] || g->values[x].n_consumers != 1) return -1;
     const struct kiln_node *cv = &g->nodes[pi];
     if (strcmp(cv->op_type, "Conv") || *cv->domain || cv->n_outputs != 1 || cv->act.kind || cv->sum_input)
         return -1;
@@ -102,17 +103,9 @@ kiln_status kiln_pass_fold_batchnorm(struct kiln_graph *g, struct kiln_pass_stat
         for (int32_t j = 1; j < bn->n_outputs; j++)
             if (bn->outputs[j] >= 0 && g->values[bn->outputs[j]].n_consumers) extra_out = true;
         if (extra_out) continue;
-        int32_t x = bn->inputs[0];
-        int32_t pi = g->values[x].producer;
-        if (pi < 0 || dead[pi] || g->values[x].n_consumers != 1) continue;
-        struct kiln_node *cv = &g->nodes[pi];
-        if (strcmp(cv->op_type, "Conv") || *cv->domain || cv->n_outputs != 1 || cv->act.kind)
-            continue;
-        const struct kiln_value *w = const_f32(g, cv, 1, -1);
-        if (!w || w->rank < 3) continue;
-        int64_t oc = w->dims[0];
-        const struct kiln_value *b = cv->n_inputs > 2 ? const_f32(g, cv, 2, oc) : NULL;
-        if (cv->n_inputs > 2 && cv->inputs[2] >= 0 && !b) continue;
+        int32_t pi = foldable_conv(g, bn->inputs[0], dead);
+        if (pi < 0) continue;
+        int64_t oc = const_f32(g, &g->nodes[pi], 1, -1)->dims[0];
         const struct kiln_value *gam = const_f32(g, bn, 1, oc), *bet = const_f32(g, bn, 2, oc),
                                 *mean = const_f32(g, bn, 3, oc), *var = const_f32(g, bn, 4, oc);
         if (!gam || !bet || !mean || !var) continue;
