@@ -321,8 +321,7 @@ static enum kiln_layout preferred_layout(int32_t requested) {
     return KILN_LAYOUT_CHANNELS_LAST;
 }
 
-static kiln_status assign_step_layout_ops(struct kiln_plan *p, const struct kiln_graph *g,
-                                          const struct kiln_plan_options *o, kiln_error *err);
+static void assign_step_layout_ops(struct kiln_plan *p, const struct kiln_graph *g);
 
 /* Runs before the arena is laid out: blocked values with padded channels
  * take more bytes, and views of laid-out values read by plain-only ops get
@@ -463,16 +462,14 @@ static kiln_status assign_layouts(struct kiln_plan *p, const struct kiln_graph *
         if (L[v]) p->vals[v].nbytes = (size_t)kiln_layout_storage_numel(&p->vals[v]) * sizeof(float);
     }
     free(L); free(cap); free(unalias); free(pk); free(kinds); free(cl_src);
-    return assign_step_layout_ops(p, g, o, err);
+    assign_step_layout_ops(p, g);
+    return KILN_OK;
 }
 
 /* Which steps run on laid-out operands themselves (st->lop), from the values'
  * layouts: after assign_layouts, and for a stored plan, whose layouts come
  * from the file. */
-static kiln_status assign_step_layout_ops(struct kiln_plan *p, const struct kiln_graph *g,
-                                          const struct kiln_plan_options *o, kiln_error *err) {
-    (void)o;
-    (void)err;
+static void assign_step_layout_ops(struct kiln_plan *p, const struct kiln_graph *g) {
     for (int32_t si = 0; si < p->n_steps; si++) {
         struct kiln_step *st = &p->steps[si];
         const struct kiln_node *n = &g->nodes[st->node];
@@ -498,7 +495,6 @@ static kiln_status assign_step_layout_ops(struct kiln_plan *p, const struct kiln
             st->lop_arg = kind == LK_TO_NHWC;
         }
     }
-    return KILN_OK;
 }
 
 static void cl_split(const struct kiln_value *v, int64_t *N, int64_t *C, int64_t *S) {
@@ -1121,7 +1117,7 @@ kiln_status kiln_plan_from_stored(const struct kiln_graph *g, const struct kiln_
     p->flops = sp->flops;
     p->activation_layout = sp->activation_layout;
     p->stored = true;
-    if ((s = assign_step_layout_ops(p, g, o, err))) goto fail;
+    assign_step_layout_ops(p, g);
     if (o->prepare) {
         s = prepare_steps(p, g, o, ctx, err);
         if (!s) s = plan_conversions(p, g, o, err);
