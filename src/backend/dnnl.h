@@ -7,6 +7,9 @@
 
 #include "kiln.h"
 
+#include <stdbool.h>
+#include <stdint.h>
+
 /* The process-wide CPU engine, created once (thread-safe); NULL if oneDNN
  * cannot create one, in which case callers fall back to reference kernels. */
 dnnl_engine_t kiln_dnnl_engine(void);
@@ -22,4 +25,9 @@ void *kiln_dnnl_pack_weights(struct kiln_wcache *cache, const dnnl_memory_desc_t
                              const void *src, const dnnl_memory_desc_t *want, void **owned,
                              kiln_error *err);
 
+/* Appends kiln's fused activation (enum kiln_act_kind, ir/graph.h) to po as
+ * eltwise post-ops: true for KILN_ACT_NONE (nothing to add), false for a kind
+ * oneDNN cannot express (the caller then builds no fast path). Shared by the
+ * fp32 and int8 convolutions. */
+bool kiln_dnnl_append_activation(dnnl_post_ops_t po, int32_t act, float alpha, float beta);
 #endif

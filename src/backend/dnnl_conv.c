@@ -93,33 +93,6 @@ static dnnl_status_t make_scratch(dnnl_primitive_desc_t pd, dnnl_engine_t eng, v
     return dnnl_memory_create(mem, smd, eng, *buf);
 }
 
-/* Appends kiln's fused activation as eltwise post-ops. Returns false for a
- * kind oneDNN cannot express (the caller then builds no fast path). */
-static bool append_activation(dnnl_post_ops_t po, int32_t act, float alpha, float beta) {
-    switch (act) {
-    case KILN_ACT_RELU: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
-    case KILN_ACT_LEAKY_RELU:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, alpha, 0.0f);
-    case KILN_ACT_CLIP:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, alpha, beta);
-    case KILN_ACT_SIGMOID:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0.0f, 0.0f);
-    case KILN_ACT_TANH: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_tanh, 0.0f, 0.0f);
-    case KILN_ACT_HARD_SWISH:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f);
-    case KILN_ACT_GELU_ERF:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
-    case KILN_ACT_GELU_TANH:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f);
-    case KILN_ACT_SILU:   /* x * sigmoid(alpha x) */
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, alpha, 0.0f);
-    case KILN_ACT_HARD_SIGMOID:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, alpha, beta) &&
-               !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, 0.0f, 1.0f);
-    default: return false;
-    }
-}
-
 void kiln_dnnl_conv_free(void *p) {
     struct kiln_dnnl_conv *c = p;
     if (!c) return;
@@ -223,7 +196,7 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
         /* sum first: act(conv + residual), the order the executor's reference uses */
         bool ok = !sh->sum || !dnnl_post_ops_append_sum(po, 1.0f);
         if (ok && sh->act != KILN_ACT_NONE)
-            ok = append_activation(po, sh->act, sh->act_alpha, sh->act_beta);
+            ok = kiln_dnnl_append_activation(po, sh->act, sh->act_alpha, sh->act_beta);
         st = ok ? dnnl_primitive_attr_set_post_ops(attr, po) : dnnl_unimplemented;
         dnnl_post_ops_destroy(po);
         if (st == dnnl_unimplemented) goto none;

@@ -2,6 +2,7 @@
 #include "backend/dnnl.h"
 #include "base/status.h"
 #include "base/wcache.h"
+#include "ir/graph.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -92,4 +93,31 @@ void *kiln_dnnl_pack_weights(struct kiln_wcache *cache, const dnnl_memory_desc_t
     }
     *owned = buf;
     return buf;
+}
+
+/* (dnnl.h) */
+bool kiln_dnnl_append_activation(dnnl_post_ops_t po, int32_t act, float alpha, float beta) {
+    switch (act) {
+    case KILN_ACT_NONE: return true;
+    case KILN_ACT_RELU: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+    case KILN_ACT_LEAKY_RELU:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, alpha, 0.0f);
+    case KILN_ACT_CLIP:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, alpha, beta);
+    case KILN_ACT_SIGMOID:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0.0f, 0.0f);
+    case KILN_ACT_TANH: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_tanh, 0.0f, 0.0f);
+    case KILN_ACT_HARD_SWISH:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f);
+    case KILN_ACT_GELU_ERF:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
+    case KILN_ACT_GELU_TANH:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f);
+    case KILN_ACT_SILU:   /* x * sigmoid(alpha x) */
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, alpha, 0.0f);
+    case KILN_ACT_HARD_SIGMOID:
+        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, alpha, beta) &&
+               !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, 0.0f, 1.0f);
+    default: return false;
+    }
 }

@@ -91,33 +91,6 @@ static bool is_ref_impl(dnnl_primitive_desc_t pd) {
            strncmp(s, "ref", 3) == 0;
 }
 
-/* kiln's fused activation as eltwise post-ops; false for a kind oneDNN lacks. */
-static bool append_activation(dnnl_post_ops_t po, int32_t act, float alpha, float beta) {
-    switch (act) {
-    case KILN_ACT_NONE: return true;
-    case KILN_ACT_RELU: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
-    case KILN_ACT_LEAKY_RELU:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, alpha, 0.0f);
-    case KILN_ACT_CLIP:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, alpha, beta);
-    case KILN_ACT_SIGMOID:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0.0f, 0.0f);
-    case KILN_ACT_TANH: return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_tanh, 0.0f, 0.0f);
-    case KILN_ACT_HARD_SWISH:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f);
-    case KILN_ACT_GELU_ERF:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
-    case KILN_ACT_GELU_TANH:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f);
-    case KILN_ACT_SILU:   /* x * sigmoid(alpha x) */
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, alpha, 0.0f);
-    case KILN_ACT_HARD_SIGMOID:
-        return !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, alpha, beta) &&
-               !dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, 0.0f, 1.0f);
-    default: return false;
-    }
-}
-
 static dnnl_status_t make_scratch(dnnl_primitive_desc_t pd, dnnl_engine_t eng, void **buf,
                                   dnnl_memory_t *mem) {
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
@@ -321,7 +294,7 @@ kiln_status kiln_dnnl_qconv_create(const struct kiln_dnnl_qconv_shape *sh, const
         DN(dnnl_post_ops_create(&po), "post-ops");
         /* sum first: act(conv + residual), as the reference does */
         if (sh->sum && dnnl_post_ops_append_sum(po, 1.0f)) goto none;
-        if (!append_activation(po, sh->act, sh->act_alpha, sh->act_beta)) goto none;
+        if (!kiln_dnnl_append_activation(po, sh->act, sh->act_alpha, sh->act_beta)) goto none;
         DN(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
     }
     st = dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL);
@@ -505,7 +478,7 @@ kiln_status kiln_dnnl_qmatmul_create(const struct kiln_dnnl_qmatmul_shape *sh, c
     }
     if (sh->act != KILN_ACT_NONE) {
         DN(dnnl_post_ops_create(&po), "post-ops");
-        if (!append_activation(po, sh->act, sh->act_alpha, sh->act_beta)) goto none;
+        if (!kiln_dnnl_append_activation(po, sh->act, sh->act_alpha, sh->act_beta)) goto none;
         DN(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
     }
     st = dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL);
