@@ -30,4 +30,10 @@ void *kiln_dnnl_pack_weights(struct kiln_wcache *cache, const dnnl_memory_desc_t
  * oneDNN cannot express (the caller then builds no fast path). Shared by the
  * fp32 and int8 convolutions. */
 bool kiln_dnnl_append_activation(dnnl_post_ops_t po, int32_t act, float alpha, float beta);
+/* 64-byte aligned memory for oneDNN buffers, size rounded up to 64 (at
+ * least 64); free() releases it. */
+void *kiln_dnnl_alloc(size_t n);
+/* The user-managed scratchpad of pd: *buf (kiln_dnnl_alloc) wrapped in *mem. */
+dnnl_status_t kiln_dnnl_make_scratch(dnnl_primitive_desc_t pd, dnnl_engine_t eng, void **buf,
+                                     dnnl_memory_t *mem);
 #endif

@@ -43,12 +43,6 @@ struct kiln_dnnl_pool {
     char             impl[96];
 };
 
-static void *alloc_aligned(size_t n) {
-    if (n == 0) n = 64;
-    n = (n + 63) & ~(size_t)63;
-    return aligned_alloc(64, n);
-}
-
 static dnnl_format_tag_t plain_tag(int32_t nsp) {
     return nsp == 1 ? dnnl_ncw : nsp == 2 ? dnnl_nchw : dnnl_ncdhw;
 }
@@ -80,17 +74,6 @@ static void copy_impl(dnnl_primitive_desc_t pd, char *dst, size_t n) {
     snprintf(dst, n, "dnnl");
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) == dnnl_success && s)
         snprintf(dst, n, "dnnl:%s", s);
-}
-
-/* Creates the user-managed scratchpad memory for pd. */
-static dnnl_status_t make_scratch(dnnl_primitive_desc_t pd, dnnl_engine_t eng, void **buf,
-                                  dnnl_memory_t *mem) {
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    if (!smd) return dnnl_runtime_error;
-    size_t sz = dnnl_memory_desc_get_size(smd);
-    *buf = alloc_aligned(sz);
-    if (!*buf) return dnnl_out_of_memory;
-    return dnnl_memory_create(mem, smd, eng, *buf);
 }
 
 void kiln_dnnl_conv_free(void *p) {
@@ -273,7 +256,7 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
     const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     if (!w_md) goto none;
     if (c->src_reorder) {
-        c->src_buf = alloc_aligned(dnnl_memory_desc_get_size(&src_int));
+        c->src_buf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(&src_int));
         if (!c->src_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: activations"); goto fail; }
         DN(dnnl_memory_create(&c->src, &src_int, eng, c->src_buf), "memory");
         DN(dnnl_memory_create(&c->src_user, &src_md, eng, DNNL_MEMORY_NONE), "memory");
@@ -281,7 +264,7 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
         DN(dnnl_memory_create(&c->src, &src_md, eng, DNNL_MEMORY_NONE), "memory");
     }
     if (c->dst_reorder) {
-        c->dst_buf = alloc_aligned(dnnl_memory_desc_get_size(&dst_int));
+        c->dst_buf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(&dst_int));
         if (!c->dst_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: activations"); goto fail; }
         DN(dnnl_memory_create(&c->dst, &dst_int, eng, c->dst_buf), "memory");
         DN(dnnl_memory_create(&c->dst_user, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
@@ -298,7 +281,7 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
         DN(dnnl_memory_create(&c->wprim, w_md, eng, packed), "memory");
         c->packed_const = 1;
     } else {
-        c->wbuf = alloc_aligned(dnnl_memory_desc_get_size(w_md));
+        c->wbuf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(w_md));
         if (!c->wbuf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv: weights"); goto fail; }
         DN(dnnl_memory_create(&c->wprim, w_md, eng, c->wbuf), "memory");
         DN(dnnl_memory_create(&c->wuser, &w_user, eng, DNNL_MEMORY_NONE), "memory");
@@ -307,7 +290,7 @@ kiln_status kiln_dnnl_conv_create(const struct kiln_dnnl_conv_shape *sh, const f
         DN(st, "weights reorder descriptor");
         DN(dnnl_primitive_create(&c->wreorder, rpd), "weights reorder");
     }
-    DN(make_scratch(pd, eng, &c->scratch_buf, &c->scratch), "scratchpad");
+    DN(kiln_dnnl_make_scratch(pd, eng, &c->scratch_buf, &c->scratch), "scratchpad");
     DN(dnnl_stream_create(&c->stream, eng, dnnl_stream_default_flags), "stream");
     DN(dnnl_primitive_create(&c->prim, pd), "conv primitive");
     c->wconst = weights;
@@ -436,7 +419,7 @@ kiln_status kiln_dnnl_pool_create(const struct kiln_dnnl_pool_shape *sh,
     if (strstr(q->impl, "ref")) goto none;
     DN(dnnl_memory_create(&q->src, &src_md, eng, DNNL_MEMORY_NONE), "memory");
     DN(dnnl_memory_create(&q->dst, &dst_md, eng, DNNL_MEMORY_NONE), "memory");
-    DN(make_scratch(pd, eng, &q->scratch_buf, &q->scratch), "scratchpad");
+    DN(kiln_dnnl_make_scratch(pd, eng, &q->scratch_buf, &q->scratch), "scratchpad");
     DN(dnnl_stream_create(&q->stream, eng, dnnl_stream_default_flags), "stream");
     DN(dnnl_primitive_create(&q->prim, pd), "pooling primitive");
     dnnl_primitive_desc_destroy(pd);

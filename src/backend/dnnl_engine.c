@@ -121,3 +121,20 @@ bool kiln_dnnl_append_activation(dnnl_post_ops_t po, int32_t act, float alpha, f
     default: return false;
     }
 }
+
+/* (dnnl.h) */
+void *kiln_dnnl_alloc(size_t n) {
+    if (n == 0) n = 64;
+    n = (n + 63) & ~(size_t)63;
+    return aligned_alloc(64, n);
+}
+
+/* (dnnl.h) */
+dnnl_status_t kiln_dnnl_make_scratch(dnnl_primitive_desc_t pd, dnnl_engine_t eng, void **buf,
+                                     dnnl_memory_t *mem) {
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (!smd) return dnnl_runtime_error;
+    *buf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(smd));
+    if (!*buf) return dnnl_out_of_memory;
+    return dnnl_memory_create(mem, smd, eng, *buf);
+}

@@ -40,12 +40,6 @@ static kiln_status dnnl_fail(kiln_error *err, dnnl_status_t st, const char *what
         }                                                                \
     } while (0)
 
-static void *alloc_aligned(size_t n) {
-    if (n == 0) n = 64;
-    n = (n + 63) & ~(size_t)63;
-    return aligned_alloc(64, n);
-}
-
 void kiln_dnnl_norm_free(void *p) {
     struct kiln_dnnl_norm *k = p;
     if (!k) return;
@@ -73,7 +67,7 @@ static const char *kind_name(int32_t kind) {
 
 /* Owned copy of a constant vector of n floats. */
 static float *copy_vec(const float *p, int64_t n) {
-    float *q = alloc_aligned((size_t)n * sizeof(float));
+    float *q = kiln_dnnl_alloc((size_t)n * sizeof(float));
     if (q) memcpy(q, p, (size_t)n * sizeof(float));
     return q;
 }
@@ -182,7 +176,7 @@ kiln_status kiln_dnnl_norm_create(const struct kiln_dnnl_norm_desc *d, struct ki
     }
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     if (!smd) DN(dnnl_runtime_error, "scratchpad desc");
-    if (!(k->scratch_buf = alloc_aligned(dnnl_memory_desc_get_size(smd))))
+    if (!(k->scratch_buf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(smd))))
         DN(dnnl_out_of_memory, "scratchpad");
     DN(dnnl_memory_create(&k->scratch, smd, eng, k->scratch_buf), "scratchpad memory");
     DN(dnnl_stream_create(&k->stream, eng, dnnl_stream_default_flags), "stream");

@@ -42,12 +42,6 @@ int kiln_cpu_has_bf16(void) {
     return strstr(f, "avx512bf16") || strstr(f, "amx-bf16");
 }
 
-static void *alloc_aligned(size_t n) {
-    if (n == 0) n = 64;
-    n = (n + 63) & ~(size_t)63;
-    return aligned_alloc(64, n);
-}
-
 /* layout: enum kiln_layout (ir/graph.h) */
 static dnnl_format_tag_t act_tag(int32_t nsp, int32_t layout) {
     if (layout == KILN_LAYOUT_CHANNELS_LAST) return nsp == 1 ? dnnl_nwc : nsp == 2 ? dnnl_nhwc : dnnl_ndhwc;
@@ -89,15 +83,6 @@ static bool is_ref_impl(dnnl_primitive_desc_t pd) {
     const char *s = NULL;
     return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) != dnnl_success || !s ||
            strncmp(s, "ref", 3) == 0;
-}
-
-static dnnl_status_t make_scratch(dnnl_primitive_desc_t pd, dnnl_engine_t eng, void **buf,
-                                  dnnl_memory_t *mem) {
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    if (!smd) return dnnl_runtime_error;
-    *buf = alloc_aligned(dnnl_memory_desc_get_size(smd));
-    if (!*buf) return dnnl_out_of_memory;
-    return dnnl_memory_create(mem, smd, eng, *buf);
 }
 
 /* A reorder from `from` to `to`, quantizing with scale/zero point when asked
@@ -314,7 +299,7 @@ kiln_status kiln_dnnl_qconv_create(const struct kiln_dnnl_qconv_shape *sh, const
         DN(dnnl_memory_create(&q->wmem, w_md, eng, packed), "memory");
     }
     if (sh->has_bias) {
-        q->bias_buf = alloc_aligned((size_t)sh->M * sizeof(float));
+        q->bias_buf = kiln_dnnl_alloc((size_t)sh->M * sizeof(float));
         if (!q->bias_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv bias"); goto fail; }
         memcpy(q->bias_buf, bias, (size_t)sh->M * sizeof(float));
         if (w7) /* the accumulator unit doubled with the scales */
@@ -324,7 +309,7 @@ kiln_status kiln_dnnl_qconv_create(const struct kiln_dnnl_qconv_shape *sh, const
     /* source: used as is, or reordered (and quantized) into a private buffer */
     DN(dnnl_memory_create(&q->usrc, &usrc_md, eng, DNNL_MEMORY_NONE), "memory");
     if (!dnnl_memory_desc_equal(src_md, &usrc_md)) {
-        q->src_buf = alloc_aligned(dnnl_memory_desc_get_size(src_md));
+        q->src_buf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(src_md));
         if (!q->src_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv source"); goto fail; }
         DN(dnnl_memory_create(&q->csrc, src_md, eng, q->src_buf), "memory");
         bool quant = int8 && sh->src_dt == KILN_DTYPE_FLOAT;
@@ -335,14 +320,14 @@ kiln_status kiln_dnnl_qconv_create(const struct kiln_dnnl_qconv_shape *sh, const
     }
     DN(dnnl_memory_create(&q->udst, &udst_md, eng, DNNL_MEMORY_NONE), "memory");
     if (!dnnl_memory_desc_equal(&cdst_md, &udst_md)) {
-        q->dst_buf = alloc_aligned(dnnl_memory_desc_get_size(&cdst_md));
+        q->dst_buf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(&cdst_md));
         if (!q->dst_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN conv output"); goto fail; }
         DN(dnnl_memory_create(&q->cdst, &cdst_md, eng, q->dst_buf), "memory");
         st = make_reorder(&cdst_md, &udst_md, 0.0f, 0, &q->dst_reorder);
         if (st == dnnl_unimplemented) goto none;
         DN(st, "output reorder");
     }
-    DN(make_scratch(pd, eng, &q->scratch_buf, &q->scratch), "scratchpad");
+    DN(kiln_dnnl_make_scratch(pd, eng, &q->scratch_buf, &q->scratch), "scratchpad");
     DN(dnnl_stream_create(&q->stream, eng, dnnl_stream_default_flags), "stream");
     DN(dnnl_primitive_create(&q->prim, pd), "low-precision conv primitive");
     dnnl_primitive_desc_destroy(pd);
@@ -494,7 +479,7 @@ kiln_status kiln_dnnl_qmatmul_create(const struct kiln_dnnl_qmatmul_shape *sh, c
         DN(dnnl_memory_create(&q->wmem, w_md, eng, packed), "memory");
     }
     if (sh->has_bias) {
-        q->bias_buf = alloc_aligned((size_t)sh->N * sizeof(float));
+        q->bias_buf = kiln_dnnl_alloc((size_t)sh->N * sizeof(float));
         if (!q->bias_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN matmul bias"); goto fail; }
         memcpy(q->bias_buf, bias, (size_t)sh->N * sizeof(float));
         if (w7)
@@ -502,7 +487,7 @@ kiln_status kiln_dnnl_qmatmul_create(const struct kiln_dnnl_qmatmul_shape *sh, c
         DN(dnnl_memory_create(&q->bias, &b_md, eng, q->bias_buf), "memory");
     }
     DN(dnnl_memory_create(&q->usrc, &usrc_md, eng, DNNL_MEMORY_NONE), "memory");
-    q->src_buf = alloc_aligned(dnnl_memory_desc_get_size(&csrc_md));
+    q->src_buf = kiln_dnnl_alloc(dnnl_memory_desc_get_size(&csrc_md));
     if (!q->src_buf) { rc = kiln_fail(err, KILN_ERR_NO_MEMORY, "oneDNN matmul source"); goto fail; }
     DN(dnnl_memory_create(&q->csrc, &csrc_md, eng, q->src_buf), "memory");
     st = make_reorder(&usrc_md, &csrc_md, int8 ? 1.0f / sh->x_scale : 0.0f, int8 ? sh->x_zp : 0,
@@ -510,7 +495,7 @@ kiln_status kiln_dnnl_qmatmul_create(const struct kiln_dnnl_qmatmul_shape *sh, c
     if (st == dnnl_unimplemented) goto none;
     DN(st, "source reorder");
     DN(dnnl_memory_create(&q->dst, &d_md, eng, DNNL_MEMORY_NONE), "memory");
-    DN(make_scratch(pd, eng, &q->scratch_buf, &q->scratch), "scratchpad");
+    DN(kiln_dnnl_make_scratch(pd, eng, &q->scratch_buf, &q->scratch), "scratchpad");
     DN(dnnl_stream_create(&q->stream, eng, dnnl_stream_default_flags), "stream");
     DN(dnnl_primitive_create(&q->prim, pd), "low-precision matmul primitive");
     dnnl_primitive_desc_destroy(pd);
